@@ -1,0 +1,98 @@
+# tododb — see README.md. `make help` lists the targets.
+LUA      ?= lua5.4
+PREFIX   ?= /usr/local
+PKG      ?= pkg-config
+CC       ?= cc
+OPT      ?= -O2
+
+ifeq ($(LUA),luajit)
+  LUA_PC  := luajit
+  LUA_VER := 5.1
+else ifeq ($(LUA),lua5.4)
+  LUA_PC  := lua5.4
+  LUA_VER := 5.4
+else
+  $(error LUA must be lua5.4 or luajit)
+endif
+
+BUILD   ?= build/$(LUA)
+SRC     := $(wildcard csrc/*.c)
+HDR     := $(wildcard csrc/*.h)
+OBJ     := $(SRC:csrc/%.c=$(BUILD)/%.o)
+MODULE  := $(BUILD)/tododb/core.so
+CFLAGS  += -std=c99 -Wall -Wextra -Werror -pedantic $(OPT) -fPIC -fvisibility=hidden \
+           -D_POSIX_C_SOURCE=200809L $(shell $(PKG) --cflags $(LUA_PC) libpq libsodium)
+LDLIBS  += $(shell $(PKG) --libs libpq libsodium) -lm
+TOP     := $(CURDIR)
+LPATH   := $(TOP)/lua/?.lua;$(TOP)/lua/?/init.lua
+CPATH   := $(TOP)/$(BUILD)/?.so
+
+DEB_PKGS := lua5.4 liblua5.4-dev luajit libluajit2-5.1-dev libpq-dev libsodium-dev \
+            postgresql postgresql-contrib lua-busted lua-cjson pkg-config gcc make \
+            valgrind nginx libnginx-mod-http-lua curl
+
+.PHONY: all deps test check check-asan check-valgrind env install clean demo serve \
+        bench db-start db-stop help
+all: $(MODULE)
+
+$(BUILD)/%.o: csrc/%.c $(HDR)
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(MODULE): $(OBJ)
+	@mkdir -p $(@D)
+	$(CC) -shared $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
+
+help:
+	@echo "make deps | all | test | check | demo | serve | bench | env | install | clean"
+
+# Installs the Debian packages that are missing; a second run does nothing.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq $$missing; \
+	else echo "deps: all installed"; fi
+
+# Every spec under lua5.4, then under luajit; last line: "tests: N passed, M failed".
+test:
+	@$(MAKE) -s LUA=lua5.4 all
+	@$(MAKE) -s LUA=luajit all
+	@scripts/run-specs lua5.4 luajit
+
+# The specs with ASan+UBSan, then under valgrind (lua5.4).
+check: check-asan check-valgrind
+check-asan:
+	@$(MAKE) -s LUA=lua5.4 BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	  LDFLAGS="-fsanitize=address,undefined" all
+	@TDB_BUILD=build/asan TDB_PRELOAD="$$($(CC) -print-file-name=libasan.so) $$($(CC) -print-file-name=libubsan.so)" \
+	  scripts/run-specs lua5.4
+check-valgrind:
+	@$(MAKE) -s LUA=lua5.4 BUILD=build/debug OPT="-O1 -g" all
+	@TDB_BUILD=build/debug TDB_VALGRIND=1 scripts/run-specs lua5.4
+
+# eval "$(make -s env)" points lua5.4 (or LUA=luajit) at this checkout.
+env: all
+	@echo "export LUA_PATH='$(LPATH);;'"
+	@echo "export LUA_CPATH='$(CPATH);;'"
+	@url=$$(scripts/devdb url 2>/dev/null) && [ -z "$$DATABASE_URL" ] && echo "export DATABASE_URL='$$url'" || true
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/tododb $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/tododb/migrations
+	install -m 755 $(MODULE) $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/tododb/core.so
+	install -m 644 lua/tododb/*.lua $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/tododb/
+	install -m 644 lua/tododb/migrations/*.sql $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/tododb/migrations/
+
+clean:
+	rm -rf build
+
+db-start:
+	@scripts/devdb start
+db-stop:
+	@scripts/devdb stop
+
+demo: deps all
+	@scripts/devdb start >/dev/null
+	@eval "$$($(MAKE) -s env)"; lua5.4 examples/demo.lua

@@ -1,0 +1,650 @@
+/* conn.c: Connection — libpq connect with retries, statement cache,
+ * pipelined session statements, reconnect, and db:exec / db:query. */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sodium.h>
+#include "tdb.h"
+
+#define DEFAULT_CONNECT_TIMEOUT 10.0
+#define MAX_ADHOC 256                   /* named ad-hoc statements per connection */
+
+static double now_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void sleep_s(double s) {
+  struct timespec ts;
+  if (s <= 0) return;
+  ts.tv_sec = (time_t)s;
+  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
+
+/* ---- secrets never reach a message ---------------------------------- */
+
+/* Replaces every occurrence of secret in buf (NUL-terminated) by "***". */
+static void redact(char *buf, size_t cap, const char *secret) {
+  size_t n;
+  char *p;
+  if (!secret || !*secret) return;
+  n = strlen(secret);
+  while ((p = strstr(buf, secret)) != NULL) {
+    size_t rest = strlen(p + n);
+    if ((size_t)(p - buf) + 3 + rest + 1 > cap) { *p = '\0'; return; }
+    memmove(p + 3, p + n, rest + 1);
+    memcpy(p, "***", 3);
+  }
+}
+
+/* The password as written in a URL (userinfo after the first ':'). */
+static void url_password(const char *ci, char *out, size_t cap) {
+  const char *s = strstr(ci, "://"), *at, *colon, *end;
+  out[0] = '\0';
+  if (!s) return;
+  s += 3;
+  end = s + strcspn(s, "/?#");
+  at = NULL;
+  for (const char *p = s; p < end; p++) if (*p == '@') at = p;
+  if (!at) return;
+  colon = memchr(s, ':', (size_t)(at - s));
+  if (!colon || (size_t)(at - colon - 1) >= cap) return;
+  memcpy(out, colon + 1, (size_t)(at - colon - 1));
+  out[at - colon - 1] = '\0';
+}
+
+/* The password as written in a key=value conninfo. */
+static void kv_password(const char *ci, char *out, size_t cap) {
+  const char *p = strstr(ci, "password");
+  size_t n;
+  out[0] = '\0';
+  if (!p) return;
+  p += 8;
+  while (*p == ' ') p++;
+  if (*p != '=') return;
+  p++;
+  while (*p == ' ') p++;
+  if (*p == '\'') p++;
+  n = strcspn(p, " '");
+  if (n >= cap) return;
+  memcpy(out, p, n);
+  out[n] = '\0';
+}
+
+/* Copies msg into buf with every form of the password of ci removed and
+ * the trailing newline libpq adds stripped. */
+static void clean_message(const char *ci, const char *msg, char *buf, size_t cap) {
+  char pw[256];
+  PQconninfoOption *opts;
+  size_t n;
+  snprintf(buf, cap, "%s", msg ? msg : "unknown error");
+  n = strlen(buf);
+  while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' ')) buf[--n] = '\0';
+  if (!ci) return;
+  if ((opts = PQconninfoParse(ci, NULL)) != NULL) {
+    for (PQconninfoOption *o = opts; o->keyword; o++)
+      if (!strcmp(o->keyword, "password") && o->val) redact(buf, cap, o->val);
+    PQconninfoFree(opts);
+  }
+  url_password(ci, pw, sizeof pw);
+  redact(buf, cap, pw);
+  kv_password(ci, pw, sizeof pw);
+  redact(buf, cap, pw);
+  sodium_memzero(pw, sizeof pw);
+}
+
+static int conn_error(lua_State *L, tdb_Conn *c, const char *code,
+                      const char *sqlstate, const char *prefix, const char *msg) {
+  char buf[1024];
+  clean_message(c ? c->conninfo : NULL, msg, buf, sizeof buf);
+  return tdb_push_error(L, code, NULL, sqlstate, "%s%s", prefix, buf);
+}
+
+/* ---- connecting ------------------------------------------------------ */
+
+/* One attempt until deadline. Returns the connection (status OK) or NULL
+ * with the message in err and *retry saying whether trying again may help
+ * (the server was not reached, or said it is starting up or full). */
+static PGconn *connect_once(const char *ci, double deadline, char *err,
+                            size_t cap, int *retry) {
+  PGconn *pg = PQconnectStart(ci);
+  PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+  ConnStatusType last = CONNECTION_STARTED;
+  *retry = 1;
+  if (!pg) { snprintf(err, cap, "out of memory"); return NULL; }
+  if (PQstatus(pg) == CONNECTION_BAD) st = PGRES_POLLING_FAILED;
+  for (;;) {
+    struct pollfd p;
+    double left;
+    int n;
+    if (st == PGRES_POLLING_OK) return pg;
+    if (st == PGRES_POLLING_FAILED) break;
+    left = deadline - now_s();
+    if (left <= 0) { snprintf(err, cap, "timed out"); PQfinish(pg); return NULL; }
+    p.fd = PQsocket(pg);
+    p.events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
+    p.revents = 0;
+    n = poll(&p, 1, (int)(left * 1000) + 1);
+    if (n < 0 && errno != EINTR) { snprintf(err, cap, "poll: %s", strerror(errno)); break; }
+    if (n == 0) continue;
+    last = PQstatus(pg);
+    st = PQconnectPoll(pg);
+  }
+  snprintf(err, cap, "%s", PQerrorMessage(pg));
+  if (last != CONNECTION_STARTED && last != CONNECTION_MADE)
+    *retry = strstr(err, "starting up") || strstr(err, "shutting down")
+          || strstr(err, "too many") || strstr(err, "recovery");
+  PQfinish(pg);
+  return NULL;
+}
+
+/* Connects with capped exponential backoff within c->connect_timeout.
+ * Returns the connection or NULL with nil, err pushed. */
+static PGconn *connect_retry(lua_State *L, tdb_Conn *c) {
+  double deadline = now_s() + c->connect_timeout, wait = 0.025;
+  char err[1024];
+  for (;;) {
+    int retry;
+    PGconn *pg = connect_once(c->conninfo, deadline, err, sizeof err, &retry);
+    double left;
+    if (pg) {
+      PQsetNoticeProcessor(pg, NULL, NULL);
+      return pg;
+    }
+    left = deadline - now_s();
+    if (!retry || left <= 0) break;
+    sleep_s(wait < left ? wait : left);
+    wait = wait * 2 > 1.0 ? 1.0 : wait * 2;
+  }
+  conn_error(L, c, "unavailable", NULL, "could not connect to the database: ", err);
+  return NULL;
+}
+
+static void forget_statements(tdb_Conn *c) {
+  memset(c->prepared, 0, sizeof c->prepared);
+  c->nadhoc = 0;
+}
+
+/* Re-establishes a broken connection. 1 ok, 0 with nil, err pushed. */
+static int ensure(lua_State *L, tdb_Conn *c) {
+  PGconn *pg;
+  if (PQstatus(c->pg) == CONNECTION_OK) return 1;
+  if ((pg = connect_retry(L, c)) == NULL) return 0;
+  PQfinish(c->pg);
+  c->pg = pg;
+  forget_statements(c);
+  c->generation++;                      /* ad-hoc statement names are gone */
+  return 1;
+}
+
+static void noop_notice(void *arg, const char *msg) { (void)arg; (void)msg; }
+
+static int conn_gc(lua_State *L);
+
+/* tododb.core.connect(conninfo [, opts]) -> db | nil, err
+ * opts: connect_timeout (seconds, default 10), prepare (default true),
+ * pwhash ("interactive" | "moderate" | "min" | {ops=, mem=}). */
+static int conn_connect(lua_State *L) {
+  size_t n;
+  const char *ci = luaL_checklstring(L, 1, &n);
+  char *perr = NULL;
+  PQconninfoOption *parsed;
+  tdb_Conn *c;
+  int ud;
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  c = tdb_newudata(L, sizeof *c);
+  ud = lua_gettop(L);
+  memset(c, 0, sizeof *c);
+  luaL_setmetatable(L, TDB_CONN_MT);
+  lua_newtable(L);
+  tdb_setuservalue(L, -2);
+  c->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+  c->prepare = 1;
+  tdb_password_config(L, 2, c);
+  if (lua_istable(L, 2)) {
+    lua_getfield(L, 2, "connect_timeout");
+    if (!lua_isnil(L, -1)) {
+      luaL_argcheck(L, lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) > 0, 2,
+                    "connect_timeout must be a positive number of seconds");
+      c->connect_timeout = lua_tonumber(L, -1);
+    }
+    lua_getfield(L, 2, "prepare");
+    if (!lua_isnil(L, -1)) c->prepare = lua_toboolean(L, -1);
+    lua_pop(L, 2);
+  }
+  if ((parsed = PQconninfoParse(ci, &perr)) == NULL) {
+    char buf[1024];
+    clean_message(ci, perr ? perr : "out of memory", buf, sizeof buf);
+    if (perr) PQfreemem(perr);
+    return tdb_push_error(L, "invalid", NULL, NULL, "invalid connection string: %s", buf);
+  }
+  PQconninfoFree(parsed);
+  if ((c->conninfo = malloc(n + 1)) == NULL) return luaL_error(L, "out of memory");
+  memcpy(c->conninfo, ci, n + 1);
+  if ((c->pg = connect_retry(L, c)) == NULL) {
+    lua_pushcfunction(L, conn_gc);            /* release now, not at collection */
+    lua_pushvalue(L, ud);
+    lua_call(L, 1, 0);
+    return 2;
+  }
+  PQsetNoticeProcessor(c->pg, noop_notice, NULL);
+  return 1;
+}
+
+tdb_Conn *tdb_checkconn(lua_State *L, int idx) {
+  tdb_Conn *c = luaL_checkudata(L, idx, TDB_CONN_MT);
+  luaL_argcheck(L, c->pg != NULL, idx, "connection is closed");
+  return c;
+}
+
+/* db:close() — also __gc and __close; safe to call twice. */
+static int conn_gc(lua_State *L) {
+  tdb_Conn *c = luaL_checkudata(L, 1, TDB_CONN_MT);
+  if (c->pg) { PQfinish(c->pg); c->pg = NULL; }
+  if (c->conninfo) {
+    sodium_memzero(c->conninfo, strlen(c->conninfo));
+    free(c->conninfo);
+    c->conninfo = NULL;
+  }
+  return 0;
+}
+
+/* tostring(db) */
+static int conn_tostring(lua_State *L) {
+  tdb_Conn *c = luaL_checkudata(L, 1, TDB_CONN_MT);
+  if (!c->pg) lua_pushliteral(L, "tododb.Connection (closed)");
+  else lua_pushfstring(L, "tododb.Connection (%s@%s)", PQuser(c->pg), PQdb(c->pg));
+  return 1;
+}
+
+/* ---- running statements ----------------------------------------------- */
+
+static int result_failed(const PGresult *r) {
+  ExecStatusType s = PQresultStatus(r);
+  return s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_PIPELINE_SYNC;
+}
+
+/* Pushes nil, err for a failed result (or a broken connection). */
+static int push_result_error(lua_State *L, tdb_Conn *c, const PGresult *r) {
+  const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  if (PQstatus(c->pg) != CONNECTION_OK)
+    return conn_error(L, c, "unavailable", state, "database connection lost: ",
+                      PQerrorMessage(c->pg));
+  if (!msg) msg = r ? PQresultErrorMessage(r) : PQerrorMessage(c->pg);
+  return conn_error(L, c, tdb_sqlstate_code(state), state, "", msg);
+}
+
+/* Queues statement id (preparing it first when needed). 1 when queued. */
+static int send_stmt(tdb_Conn *c, int id, const char *const *vals, int *prep) {
+  const tdb_Sql *q = &tdb_sql[id];
+  *prep = 0;
+  if (!c->prepare)
+    return PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals, NULL, NULL, 0);
+  if (!c->prepared[id]) {
+    if (!PQsendPrepare(c->pg, q->name, q->text, q->nparams, NULL)) return 0;
+    *prep = 1;
+  }
+  return PQsendQueryPrepared(c->pg, q->name, q->nparams, vals, NULL, NULL, 0);
+}
+
+/* One pipelined round trip: [prepare] [set_config] [prepare] statement, sync.
+ * Returns the statement's result or NULL with *err the first failure
+ * (NULL too when the connection broke). */
+static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
+                          const char *const *vals, PGresult **err) {
+  /* cmd[i]: what the i-th queued command is: -1 prepare of set, -2 set,
+   * -3 prepare of id, -4 the statement. */
+  int cmd[4], ncmd = 0, prep, i = 0, nulls = 0;
+  PGresult *main = NULL;
+  *err = NULL;
+  if (!PQenterPipelineMode(c->pg)) return NULL;
+  if (owner) {
+    if (!send_stmt(c, TDB_SQL_SET_USER, &owner, &prep)) goto out;
+    if (prep) cmd[ncmd++] = -1;
+    cmd[ncmd++] = -2;
+  }
+  if (!send_stmt(c, id, vals, &prep)) goto out;
+  if (prep) cmd[ncmd++] = -3;
+  cmd[ncmd++] = -4;
+  if (!PQpipelineSync(c->pg)) goto out;
+  for (;;) {
+    PGresult *r = PQgetResult(c->pg);
+    if (!r) {
+      if (++nulls > 1) break;          /* nothing more will come */
+      i++;
+      continue;
+    }
+    nulls = 0;
+    if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) { PQclear(r); break; }
+    if (result_failed(r)) {
+      if (!*err && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) { *err = r; continue; }
+    } else if (i < ncmd) {
+      if (cmd[i] == -1) c->prepared[TDB_SQL_SET_USER] = 1;
+      else if (cmd[i] == -3) c->prepared[id] = 1;
+      else if (cmd[i] == -4) { PQclear(main); main = r; continue; }
+    }
+    PQclear(r);
+  }
+out:
+  PQexitPipelineMode(c->pg);
+  if (*err || !main) { PQclear(main); return NULL; }
+  return main;
+}
+
+PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
+                  const char *const *vals) {
+  int attempt;
+  for (attempt = 0; ; attempt++) {
+    PGresult *err, *r;
+    if (!ensure(L, c)) return NULL;
+    r = run_once(c, owner, id, vals, &err);
+    if (r) return r;
+    if (PQstatus(c->pg) != CONNECTION_OK && tdb_sql[id].readonly && attempt == 0) {
+      PQclear(err);                     /* a read may be retried once */
+      continue;
+    }
+    if (err && PQstatus(c->pg) == CONNECTION_OK) {
+      const char *state = PQresultErrorField(err, PG_DIAG_SQLSTATE);
+      if (state && !strcmp(state, "26000")) forget_statements(c);
+    }
+    push_result_error(L, c, err);
+    PQclear(err);
+    return NULL;
+  }
+}
+
+/* ---- decoding --------------------------------------------------------- */
+
+long long tdb_parse_int8(const char *s) { return strtoll(s, NULL, 10); }
+
+static long days_from_civil(long y, unsigned m, unsigned d) {
+  long era;
+  unsigned yoe, doy, doe;
+  y -= m <= 2;
+  era = (y >= 0 ? y : y - 399) / 400;
+  yoe = (unsigned)(y - era * 400);
+  doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+  doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+  return era * 146097 + (long)doe - 719468;
+}
+
+static void civil_from_days(long z, long *y, unsigned *m, unsigned *d) {
+  long era;
+  unsigned doe, yoe, doy, mp;
+  z += 719468;
+  era = (z >= 0 ? z : z - 146096) / 146097;
+  doe = (unsigned)(z - era * 146097);
+  yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  *y = (long)yoe + era * 400;
+  doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  mp = (5 * doy + 2) / 153;
+  *d = doy - (153 * mp + 2) / 5 + 1;
+  *m = mp < 10 ? mp + 3 : mp - 9;
+  *y += *m <= 2;
+}
+
+static int digits(const char *s, int n, long *out) {
+  long v = 0;
+  for (int i = 0; i < n; i++) {
+    if (s[i] < '0' || s[i] > '9') return 0;
+    v = v * 10 + (s[i] - '0');
+  }
+  *out = v;
+  return 1;
+}
+
+static void put_digits(char *out, long v, int n) {
+  while (n-- > 0) { out[n] = (char)('0' + v % 10); v /= 10; }
+}
+
+int tdb_iso_utc(const char *s, char *out) {
+  long Y, M, D, h, mi, sec, us = 0, oh = 0, om = 0, os = 0, days, t;
+  unsigned m2, d2;
+  int sign;
+  const char *p = s + 19;
+  if (strlen(s) < 22 || s[4] != '-' || s[7] != '-' || s[10] != ' ' || s[13] != ':'
+      || s[16] != ':' || !digits(s, 4, &Y) || !digits(s + 5, 2, &M)
+      || !digits(s + 8, 2, &D) || !digits(s + 11, 2, &h) || !digits(s + 14, 2, &mi)
+      || !digits(s + 17, 2, &sec))
+    return 0;
+  if (*p == '.') {
+    int n = 0;
+    for (p++; *p >= '0' && *p <= '9'; p++, n++) if (n < 6) us = us * 10 + (*p - '0');
+    if (n == 0) return 0;
+    for (; n < 6; n++) us *= 10;
+  }
+  if (*p != '+' && *p != '-') return 0;
+  sign = *p++ == '-' ? -1 : 1;
+  if (!digits(p, 2, &oh)) return 0;
+  p += 2;
+  if (*p == ':') { if (!digits(p + 1, 2, &om)) return 0; p += 3; }
+  if (*p == ':') { if (!digits(p + 1, 2, &os)) return 0; p += 3; }
+  if (*p) return 0;                      /* " BC" and anything else: not ours */
+  days = days_from_civil(Y, (unsigned)M, (unsigned)D);
+  t = h * 3600 + mi * 60 + sec - sign * (oh * 3600 + om * 60 + os);
+  days += t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+  t -= (t >= 0 ? t / 86400 : -((-t + 86399) / 86400)) * 86400;
+  civil_from_days(days, &Y, &m2, &d2);
+  if (Y < 0 || Y > 9999) return 0;
+  put_digits(out, Y, 4); out[4] = '-';
+  put_digits(out + 5, (long)m2, 2); out[7] = '-';
+  put_digits(out + 8, (long)d2, 2); out[10] = 'T';
+  put_digits(out + 11, t / 3600, 2); out[13] = ':';
+  put_digits(out + 14, (t / 60) % 60, 2); out[16] = ':';
+  put_digits(out + 17, t % 60, 2); out[19] = '.';
+  put_digits(out + 20, us, 6);
+  out[26] = 'Z';
+  out[27] = '\0';
+  return 1;
+}
+
+/* Pushes field (row, col) decoded by its type; nil for NULL. */
+static void push_value(lua_State *L, const PGresult *r, int row, int col) {
+  const char *v;
+  char iso[32];
+  if (PQgetisnull(r, row, col)) { lua_pushnil(L); return; }
+  v = PQgetvalue(r, row, col);
+  switch (PQftype(r, col)) {
+    case 20: case 21: case 23: case 26:            /* int8 int2 int4 oid */
+      tdb_pushint64(L, tdb_parse_int8(v)); break;
+    case 16: lua_pushboolean(L, v[0] == 't'); break;
+    case 700: case 701: lua_pushnumber(L, strtod(v, NULL)); break;
+    case 1184:                                     /* timestamptz */
+      if (tdb_iso_utc(v, iso)) { lua_pushstring(L, iso); break; }
+      /* fall through */
+    default: lua_pushlstring(L, v, (size_t)PQgetlength(r, row, col));
+  }
+}
+
+/* ---- db:exec, db:query, db:info ----------------------------------------- */
+
+/* db:exec(sql) -> true | nil, err   (simple protocol; several statements) */
+static int conn_exec(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  const char *sql = luaL_checkstring(L, 2);
+  PGresult *r;
+  if (!ensure(L, c)) return 2;
+  r = PQexec(c->pg, sql);
+  if (!r || result_failed(r)) {
+    push_result_error(L, c, r);
+    PQclear(r);
+    return 2;
+  }
+  PQclear(r);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* Pushes the string form of parameter i, or nil for NULL. */
+static void push_param(lua_State *L, int i) {
+  switch (lua_type(L, i)) {
+    case LUA_TNIL: lua_pushnil(L); return;
+    case LUA_TBOOLEAN: lua_pushstring(L, lua_toboolean(L, i) ? "true" : "false"); return;
+    case LUA_TNUMBER: {
+      long long v;
+      char buf[32];
+      if (tdb_numint64(L, i, &v) == 1) snprintf(buf, sizeof buf, "%lld", v);
+      else snprintf(buf, sizeof buf, "%.17g", (double)lua_tonumber(L, i));
+      lua_pushstring(L, buf);
+      return;
+    }
+    case LUA_TSTRING: {
+      size_t n;
+      const char *s = lua_tolstring(L, i, &n);
+      luaL_argcheck(L, strlen(s) == n, i, "string parameter contains a NUL byte");
+      lua_pushvalue(L, i);
+      return;
+    }
+    default:
+      if (tdb_isnull(L, i)) { lua_pushnil(L); return; }
+      luaL_argerror(L, i, "parameter must be nil, tododb.null, boolean, number or string");
+  }
+}
+
+static void push_rows(lua_State *L, const PGresult *r) {
+  int nrows = PQntuples(r), ncols = PQnfields(r);
+  lua_createtable(L, nrows, 0);
+  for (int row = 0; row < nrows; row++) {
+    lua_createtable(L, 0, ncols);
+    for (int col = 0; col < ncols; col++) {
+      push_value(L, r, row, col);
+      lua_setfield(L, -2, PQfname(r, col));
+    }
+    lua_rawseti(L, -2, row + 1);
+  }
+}
+
+/* db:query(sql, ...) -> rows, count | nil, err
+ * $n parameters from the extra arguments (nil or tododb.null is NULL).
+ * rows: array of tables keyed by column name; count: rows affected. */
+static int conn_query(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  const char *sql = luaL_checkstring(L, 2);
+  int n = lua_gettop(L) - 2, base, named = 0;
+  const char **vals;
+  PGresult *r;
+  char name[32];
+  luaL_argcheck(L, n <= 1000, 3, "too many parameters");
+  if (!ensure(L, c)) return 2;
+  luaL_checkstack(L, n + 8, "too many parameters");
+  vals = lua_newuserdata(L, sizeof *vals * (size_t)(n > 0 ? n : 1));
+  base = lua_gettop(L);
+  for (int i = 0; i < n; i++) {
+    push_param(L, 3 + i);
+    vals[i] = lua_tostring(L, -1);
+  }
+  if (c->prepare) {                      /* statement cache: sql -> name */
+    tdb_getuservalue(L, 1);
+    lua_getfield(L, -1, sql);
+    snprintf(name, sizeof name, "tdb_q%u_", c->generation);
+    if (lua_isstring(L, -1) && !strncmp(lua_tostring(L, -1), name, strlen(name))) {
+      snprintf(name, sizeof name, "%s", lua_tostring(L, -1));
+      named = 1;
+    } else if (c->nadhoc < MAX_ADHOC) {
+      PGresult *p;
+      snprintf(name, sizeof name, "tdb_q%u_%d", c->generation, c->nadhoc + 1);
+      p = PQprepare(c->pg, name, sql, n, NULL);
+      if (!p || result_failed(p)) {
+        push_result_error(L, c, p);
+        PQclear(p);
+        return 2;
+      }
+      PQclear(p);
+      c->nadhoc++;
+      lua_pushstring(L, name);
+      lua_setfield(L, -3, sql);
+      named = 1;
+    }
+    lua_pop(L, 2);
+  }
+  r = named ? PQexecPrepared(c->pg, name, n, vals, NULL, NULL, 0)
+            : PQexecParams(c->pg, sql, n, NULL, vals, NULL, NULL, 0);
+  if (!r || result_failed(r)) {
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (named && state && !strcmp(state, "26000")) {
+      tdb_getuservalue(L, 1);           /* the server forgot it: forget it too */
+      lua_pushnil(L);
+      lua_setfield(L, -2, sql);
+      lua_pop(L, 1);
+    }
+    push_result_error(L, c, r);
+    PQclear(r);
+    return 2;
+  }
+  lua_settop(L, base);
+  push_rows(L, r);
+  {
+    const char *t = PQcmdTuples(r);
+    tdb_pushint64(L, *t ? tdb_parse_int8(t) : PQntuples(r));
+  }
+  PQclear(r);
+  return 2;
+}
+
+/* db:info() -> { server_version, server_version_num, user, database,
+ *   rls_bypassed, prepared, ssl } | nil, err */
+static int conn_info(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  PGresult *r = tdb_run(L, c, NULL, TDB_SQL_INFO, NULL);
+  int bypass;
+  if (!r) return 2;
+  bypass = PQntuples(r) > 0 && PQgetvalue(r, 0, 0)[0] == 't';
+  PQclear(r);
+  lua_createtable(L, 0, 8);
+  lua_pushstring(L, PQparameterStatus(c->pg, "server_version"));
+  lua_setfield(L, -2, "server_version");
+  lua_pushinteger(L, PQserverVersion(c->pg));
+  lua_setfield(L, -2, "server_version_num");
+  lua_pushstring(L, PQuser(c->pg));
+  lua_setfield(L, -2, "user");
+  lua_pushstring(L, PQdb(c->pg));
+  lua_setfield(L, -2, "database");
+  lua_pushboolean(L, bypass);
+  lua_setfield(L, -2, "rls_bypassed");
+  lua_pushboolean(L, c->prepare);
+  lua_setfield(L, -2, "prepared");
+  lua_pushboolean(L, PQsslInUse(c->pg));
+  lua_setfield(L, -2, "ssl");
+  lua_pushinteger(L, PQlibVersion());
+  lua_setfield(L, -2, "libpq_version");
+  return 1;
+}
+
+/* db:is_open() -> boolean */
+static int conn_is_open(lua_State *L) {
+  tdb_Conn *c = luaL_checkudata(L, 1, TDB_CONN_MT);
+  lua_pushboolean(L, c->pg != NULL);
+  return 1;
+}
+
+static const luaL_Reg conn_methods[] = {
+  { "close", conn_gc },
+  { "exec", conn_exec },
+  { "query", conn_query },
+  { "info", conn_info },
+  { "is_open", conn_is_open },
+  { NULL, NULL }
+};
+
+void tdb_conn_open(lua_State *L) {
+  luaL_newmetatable(L, TDB_CONN_MT);
+  lua_pushcfunction(L, conn_gc);
+  lua_setfield(L, -2, "__gc");
+#if TDB_HAS_CLOSE
+  lua_pushcfunction(L, conn_gc);
+  lua_setfield(L, -2, "__close");
+#endif
+  lua_pushcfunction(L, conn_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_newtable(L);
+  luaL_setfuncs(L, conn_methods, 0);
+  lua_setfield(L, -2, "__index");
+  lua_pop(L, 1);
+  lua_pushcfunction(L, conn_connect);
+  lua_setfield(L, -2, "connect");
+}

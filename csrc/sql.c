@@ -1,0 +1,77 @@
+/* sql.c: every SQL statement of the C core, named, in one table.
+ * Session statements all carry `user_id = $1`; row-level security adds the
+ * same condition again from the transaction-local setting tododb.user_id. */
+#include "tdb.h"
+
+#define TODO_COLS "id, user_id, title, description, completed, created_at, updated_at"
+#define USER_COLS "id, email, created_at, updated_at"
+/* Listing: keyset pagination on (user_id, id); $2 is the cursor bound. */
+#define LIST(dir, cmp, extra) \
+  "SELECT " TODO_COLS " FROM todos WHERE user_id = $1 AND id " cmp " $2" \
+  " AND ($3::text IS NULL OR title ILIKE $3)" extra \
+  " ORDER BY id " dir " LIMIT $4"
+
+const tdb_Sql tdb_sql[TDB_NSQL] = {
+  [TDB_SQL_SET_USER] = { "tdb_set_user",
+    "SELECT set_config('tododb.user_id', $1, true)", 1, 1 },
+  [TDB_SQL_INFO] = { "tdb_info",
+    "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user", 0, 1 },
+
+  [TDB_SQL_USER_INSERT] = { "tdb_user_insert",
+    "INSERT INTO users (email, hashed_password) VALUES ($1, $2) RETURNING " USER_COLS, 2, 0 },
+  [TDB_SQL_USER_BY_ID] = { "tdb_user_by_id",
+    "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1 },
+  [TDB_SQL_USER_BY_EMAIL] = { "tdb_user_by_email",
+    "SELECT " USER_COLS " FROM users WHERE lower(btrim(email)) = $1", 1, 1 },
+  [TDB_SQL_USER_AUTH] = { "tdb_user_auth",
+    "SELECT " USER_COLS ", hashed_password FROM users WHERE lower(btrim(email)) = $1", 1, 1 },
+  [TDB_SQL_USER_HASH] = { "tdb_user_hash",
+    "SELECT " USER_COLS ", hashed_password FROM users WHERE id = $1", 1, 1 },
+  /* Compare-and-set: a concurrent password change is not overwritten. */
+  [TDB_SQL_USER_SET_HASH] = { "tdb_user_set_hash",
+    "UPDATE users SET hashed_password = $2 WHERE id = $1 AND hashed_password = $3"
+    " RETURNING id", 3, 0 },
+  [TDB_SQL_USER_SET_EMAIL] = { "tdb_user_set_email",
+    "UPDATE users SET email = $2 WHERE id = $1 RETURNING " USER_COLS, 2, 0 },
+  /* Runs as the user (RLS setting) so the count sees that user's todos. */
+  [TDB_SQL_USER_DELETE] = { "tdb_user_delete",
+    "WITH n AS (SELECT count(*) AS c FROM todos WHERE user_id = $1),"
+    " d AS (DELETE FROM users WHERE id = $1 RETURNING id)"
+    " SELECT d.id, n.c FROM d, n", 1, 0 },
+  [TDB_SQL_USER_LIST] = { "tdb_user_list",
+    "SELECT " USER_COLS " FROM users WHERE id > $1 ORDER BY id LIMIT $2", 2, 1 },
+
+  [TDB_SQL_TODO_INSERT] = { "tdb_todo_insert",
+    "INSERT INTO todos (user_id, title, description, completed)"
+    " VALUES ($1, $2, $3, coalesce($4::bool, false)) RETURNING " TODO_COLS, 4, 0 },
+  [TDB_SQL_TODO_INSERT_MANY] = { "tdb_todo_insert_many",
+    "INSERT INTO todos (user_id, title, description, completed)"
+    " SELECT $1, t, d, coalesce(c, false)"
+    " FROM unnest($2::text[], $3::text[], $4::bool[]) AS u(t, d, c)", 4, 0 },
+  [TDB_SQL_TODO_GET] = { "tdb_todo_get",
+    "SELECT " TODO_COLS " FROM todos WHERE user_id = $1 AND id = $2", 2, 1 },
+  /* $3/$5 say whether title/description change; $7 NULL keeps completed. */
+  [TDB_SQL_TODO_UPDATE] = { "tdb_todo_update",
+    "UPDATE todos SET title = CASE WHEN $3::bool THEN $4::text ELSE title END,"
+    " description = CASE WHEN $5::bool THEN $6::text ELSE description END,"
+    " completed = coalesce($7::bool, completed)"
+    " WHERE user_id = $1 AND id = $2 RETURNING " TODO_COLS, 7, 0 },
+  [TDB_SQL_TODO_TOGGLE] = { "tdb_todo_toggle",
+    "UPDATE todos SET completed = NOT completed WHERE user_id = $1 AND id = $2"
+    " RETURNING " TODO_COLS, 2, 0 },
+  [TDB_SQL_TODO_DELETE] = { "tdb_todo_delete",
+    "DELETE FROM todos WHERE user_id = $1 AND id = $2", 2, 0 },
+  [TDB_SQL_TODO_LIST_NEW] = { "tdb_todo_list_new", LIST("DESC", "<", ""), 4, 1 },
+  [TDB_SQL_TODO_LIST_OLD] = { "tdb_todo_list_old", LIST("ASC", ">", ""), 4, 1 },
+  [TDB_SQL_TODO_LIST_NEW_F] = { "tdb_todo_list_new_f",
+    LIST("DESC", "<", " AND completed = $5"), 5, 1 },
+  [TDB_SQL_TODO_LIST_OLD_F] = { "tdb_todo_list_old_f",
+    LIST("ASC", ">", " AND completed = $5"), 5, 1 },
+  [TDB_SQL_TODO_COUNT] = { "tdb_todo_count",
+    "SELECT count(*) FROM todos WHERE user_id = $1"
+    " AND ($2::bool IS NULL OR completed = $2)", 2, 1 },
+  [TDB_SQL_TODO_COMPLETE_ALL] = { "tdb_todo_complete_all",
+    "UPDATE todos SET completed = true WHERE user_id = $1 AND NOT completed", 1, 0 },
+  [TDB_SQL_TODO_DELETE_DONE] = { "tdb_todo_delete_done",
+    "DELETE FROM todos WHERE user_id = $1 AND completed", 1, 0 },
+};

@@ -1,0 +1,121 @@
+/* tdb.h: what the C files of tododb share. Globals are tdb_*. */
+#ifndef TDB_H
+#define TDB_H
+
+#include <stddef.h>
+#include <libpq-fe.h>
+#include "compat.h"
+
+#define TDB_VERSION "0.1.0"
+#define TDB_CONN_MT    "tododb.Connection"
+#define TDB_SESSION_MT "tododb.Session"
+#define TDB_USER_MT    "tododb.User"
+#define TDB_TODO_MT    "tododb.Todo"
+#define TDB_ERROR_MT   "tododb.Error"
+
+#define TDB_EXPORT __attribute__((visibility("default")))
+
+/* error.c ------------------------------------------------------------ */
+/* Pushes an error object (code, message, field, sqlstate). */
+void tdb_new_error(lua_State *L, const char *code, const char *field,
+                   const char *sqlstate, const char *message);
+/* Pushes nil and an error object built from a printf-style message; returns 2. */
+int tdb_push_error(lua_State *L, const char *code, const char *field,
+                   const char *sqlstate, const char *fmt, ...);
+/* The error code for a SQLSTATE. */
+const char *tdb_sqlstate_code(const char *sqlstate);
+/* tododb.null: a light userdata NULL, the same value as cjson.null. */
+void tdb_pushnull(lua_State *L);
+int tdb_isnull(lua_State *L, int idx);
+void tdb_error_open(lua_State *L);
+
+/* sql.c: every statement, named --------------------------------------- */
+typedef struct tdb_Sql {
+  const char *name;     /* prepared statement name */
+  const char *text;
+  int nparams;
+  int readonly;         /* may be retried once after a reconnect */
+} tdb_Sql;
+
+enum {
+  TDB_SQL_SET_USER, TDB_SQL_INFO,
+  TDB_SQL_USER_INSERT, TDB_SQL_USER_BY_ID, TDB_SQL_USER_BY_EMAIL,
+  TDB_SQL_USER_AUTH, TDB_SQL_USER_HASH, TDB_SQL_USER_SET_HASH,
+  TDB_SQL_USER_SET_EMAIL, TDB_SQL_USER_DELETE, TDB_SQL_USER_LIST,
+  TDB_SQL_TODO_INSERT, TDB_SQL_TODO_INSERT_MANY, TDB_SQL_TODO_GET,
+  TDB_SQL_TODO_UPDATE, TDB_SQL_TODO_TOGGLE, TDB_SQL_TODO_DELETE,
+  TDB_SQL_TODO_LIST_NEW, TDB_SQL_TODO_LIST_OLD,
+  TDB_SQL_TODO_LIST_NEW_F, TDB_SQL_TODO_LIST_OLD_F,
+  TDB_SQL_TODO_COUNT, TDB_SQL_TODO_COMPLETE_ALL, TDB_SQL_TODO_DELETE_DONE,
+  TDB_NSQL
+};
+extern const tdb_Sql tdb_sql[TDB_NSQL];
+
+/* conn.c -------------------------------------------------------------- */
+typedef struct tdb_Conn {
+  PGconn *pg;
+  char *conninfo;               /* kept for reconnects; wiped on close */
+  double connect_timeout;       /* seconds */
+  int prepare;                  /* use named prepared statements */
+  unsigned long long pwhash_ops;
+  size_t pwhash_mem;
+  unsigned char prepared[TDB_NSQL];
+  int nadhoc;                   /* named ad-hoc statements so far */
+  unsigned generation;          /* bumped by each reconnect */
+  char dummy_hash[128];         /* crypto_pwhash_STRBYTES, made on first use */
+} tdb_Conn;
+
+/* The open connection at idx; raises when it is closed. */
+tdb_Conn *tdb_checkconn(lua_State *L, int idx);
+/* Runs statement id with text parameters. With owner non-NULL the row-level
+ * security setting goes first in the same pipeline (one round trip, one
+ * implicit transaction). Returns the statement's result, which the caller
+ * clears; on failure pushes nil, err and returns NULL. */
+PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
+                  const char *const *vals);
+void tdb_conn_open(lua_State *L);
+
+/* validate.c ---------------------------------------------------------- */
+/* Reads an id argument: 1 ok, 0 not an integer, -1 outside int8. Raises
+ * for a value that is neither a number nor a string. */
+int tdb_checkid(lua_State *L, int idx, long long *out);
+/* Characters in a valid UTF-8 string, or -1 when it is not valid UTF-8 or
+ * holds a NUL byte. */
+long tdb_utf8_len(const char *s, size_t n);
+/* Validates and normalises (trim, lower-case ASCII) an email into buf
+ * (at least 256 bytes). Returns NULL or a message naming the broken rule. */
+const char *tdb_check_email(const char *s, size_t n, char *buf, size_t *outlen);
+/* Trims title (ASCII white space) and checks 1-200 characters of UTF-8;
+ * *s and *n are updated to the trimmed text. NULL or a message. */
+const char *tdb_check_title(const char **s, size_t *n);
+/* Description: at most 1000 characters of UTF-8 without NUL. */
+const char *tdb_check_description(const char *s, size_t n);
+void tdb_validate_open(lua_State *L);
+
+/* password.c ---------------------------------------------------------- */
+/* Reads opts.pwhash (opts at idx, may be absent) into c; raises when bad. */
+void tdb_password_config(lua_State *L, int idx, tdb_Conn *c);
+int tdb_password_hash(tdb_Conn *c, const char *pw, size_t n, char *out);
+int tdb_password_verify(const char *hash, const char *pw, size_t n);
+int tdb_password_needs_rehash(tdb_Conn *c, const char *hash);
+void tdb_password_dummy(tdb_Conn *c, const char *pw, size_t n);
+void tdb_password_open(lua_State *L);
+
+/* user.c, session.c, todo.c, token.c ----------------------------------- */
+void tdb_push_user(lua_State *L, const PGresult *r, int row);
+void tdb_user_open(lua_State *L);
+void tdb_push_todo(lua_State *L, const PGresult *r, int row);
+void tdb_todo_open(lua_State *L);
+void tdb_session_open(lua_State *L);
+void tdb_token_open(lua_State *L);
+
+/* Decoding of text-format values (conn.c). */
+long long tdb_parse_int8(const char *s);
+/* Normalises a timestamptz in ISO DateStyle to "YYYY-MM-DDTHH:MM:SS.ffffffZ";
+ * out needs 32 bytes. Returns 0 when s is not in that form. */
+int tdb_iso_utc(const char *s, char *out);
+
+/* Table fields: an optional string, as pointer and length (NULL if absent). */
+const char *tdb_optfield(lua_State *L, int t, const char *k, size_t *n);
+
+#endif
