@@ -1,0 +1,38 @@
+-- Shared by the specs: connections to the real test database.
+local tododb = require "tododb"
+
+local S = {}
+
+S.url = assert(os.getenv "DATABASE_URL", "DATABASE_URL is not set (run the specs with make test)")
+S.admin_url = os.getenv "TODODB_ADMIN_URL"     -- superuser URL, or nil
+S.interp = os.getenv "TDB_INTERP" or "lua5.4"
+S.int64 = tododb.core.int64                      -- false on LuaJIT
+
+-- Connection options the specs use: argon2id at its cheapest unless a spec
+-- asks for the default cost itself.
+function S.opts(extra)
+  local o = { pwhash = os.getenv "TODODB_TEST_PWHASH" or nil }
+  for k, v in pairs(extra or {}) do o[k] = v end
+  return o
+end
+
+function S.connect(extra)
+  return assert(tododb.connect(S.url, S.opts(extra)))
+end
+
+-- A connection to an empty, freshly migrated schema.
+function S.fresh(extra)
+  local db = S.connect(extra)
+  assert(db:exec "DROP OWNED BY current_user")
+  assert(db:migrate())
+  return db
+end
+
+-- Rows of a table as the admin sees them, bypassing row-level security;
+-- falls back to the setting-per-user trick when there is no admin URL.
+function S.count(db, sql, ...)
+  local rows = assert(db:query(sql, ...))
+  return rows[1] and rows[1].n
+end
+
+return S
