@@ -1,3 +1,496 @@
-/* session.c: Session — every todo operation, scoped to one user. */
+/* session.c: Session — (connection, user id). Every todo operation lives
+ * here; each statement carries user_id = $1 and runs with tododb.user_id
+ * set transaction-locally in the same pipeline (tdb_run). */
+#include <string.h>
+#include <sodium.h>
 #include "tdb.h"
-void tdb_session_open(lua_State *L) { (void)L; }
+
+#define LIMIT_DEFAULT 50
+#define LIMIT_MAX 200
+#define SEARCH_MAX 200
+#define CURSOR_BYTES 18               /* version, flags, last id, MAC */
+#define CURSOR_VERSION 1
+
+typedef struct tdb_Session {
+  tdb_Conn *conn;                      /* kept alive by the uservalue */
+  long long user_id;
+  char owner[24];                      /* user_id in decimal, for $1 */
+} tdb_Session;
+
+/* Cursors are MAC'd so that a changed or foreign cursor is refused; they are
+ * applied only inside the owner's rows, so the key need not be secret. */
+static const unsigned char cursor_key[crypto_generichash_KEYBYTES] = "tododb cursor authentication 1";
+
+/* The session at idx and its open connection (raises when closed). */
+static tdb_Session *check_session(lua_State *L, int idx, tdb_Conn **c) {
+  tdb_Session *s = luaL_checkudata(L, idx, TDB_SESSION_MT);
+  luaL_argcheck(L, s->conn->pg != NULL, idx, "connection is closed");
+  *c = s->conn;
+  return s;
+}
+
+static int not_found(lua_State *L) {
+  return tdb_push_error(L, "not_found", NULL, NULL, "todo not found");
+}
+
+/* Reads a todo id: 0 ok (decimal in buf); else nil, err pushed (2). */
+static int read_id(lua_State *L, int idx, char *buf) {
+  long long id;
+  int k = tdb_checkid(L, idx, &id);
+  if (k == 0) return tdb_push_error(L, "invalid", "id", NULL, "todo id must be an integer");
+  if (k < 0) return not_found(L);
+  snprintf(buf, 24, "%lld", id);
+  return 0;
+}
+
+/* Type checks raise: these are programming errors, not bad data. */
+static void check_type(lua_State *L, int idx, int type, const char *what, int nullable) {
+  int t = lua_type(L, idx);
+  if (t == type || t == LUA_TNIL || (nullable && tdb_isnull(L, idx))) return;
+  luaL_error(L, "bad argument (%s must be a %s, got %s)", what, lua_typename(L, type),
+             luaL_typename(L, idx));
+}
+
+/* Pushes the validated, trimmed title of the table at t; NULL and nil, err
+ * pushed on bad input. Raises when title is not a string. */
+static const char *push_title(lua_State *L, int t) {
+  size_t n;
+  const char *s, *msg;
+  lua_getfield(L, t, "title");
+  if (lua_type(L, -1) != LUA_TSTRING)
+    luaL_error(L, "bad argument (title must be a string, got %s)", luaL_typename(L, -1));
+  s = lua_tolstring(L, -1, &n);
+  if ((msg = tdb_check_title(&s, &n)) != NULL) {
+    lua_pop(L, 1);
+    tdb_push_error(L, "invalid", "title", NULL, "%s", msg);
+    return NULL;
+  }
+  lua_pushlstring(L, s, n);
+  lua_remove(L, -2);
+  return lua_tostring(L, -1);
+}
+
+/* Checks the description field of the table at t (left on the stack).
+ * Returns 1 ok, 0 with nil, err pushed. *out: NULL for none/cleared. */
+static int read_description(lua_State *L, int t, const char **out, int *present) {
+  size_t n;
+  const char *msg;
+  lua_getfield(L, t, "description");
+  check_type(L, -1, LUA_TSTRING, "description", 1);
+  *present = !lua_isnil(L, -1);
+  *out = NULL;
+  if (lua_type(L, -1) != LUA_TSTRING) return 1;
+  *out = lua_tolstring(L, -1, &n);
+  if ((msg = tdb_check_description(*out, n)) != NULL) {
+    tdb_push_error(L, "invalid", "description", NULL, "%s", msg);
+    return 0;
+  }
+  if (n == 0) *out = NULL;             /* "" clears, like tododb.null */
+  return 1;
+}
+
+/* Reads the boolean field k of table t: "t", "f" or NULL when absent. */
+static const char *read_bool(lua_State *L, int t, const char *k) {
+  const char *v;
+  lua_getfield(L, t, k);
+  check_type(L, -1, LUA_TBOOLEAN, k, 0);
+  v = lua_isnil(L, -1) ? NULL : lua_toboolean(L, -1) ? "t" : "f";
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Returns a one-row result as a Todo, or not_found for none. */
+static int one_todo(lua_State *L, PGresult *r) {
+  if (!r) return 2;
+  if (PQntuples(r) == 0) { PQclear(r); return not_found(L); }
+  tdb_push_todo(L, r, 0);
+  PQclear(r);
+  return 1;
+}
+
+/* Pushes the number of rows a statement touched. */
+static int touched(lua_State *L, PGresult *r) {
+  if (!r) return 2;
+  tdb_pushint64(L, tdb_parse_int8(PQcmdTuples(r)));
+  PQclear(r);
+  return 1;
+}
+
+/* db:session(user_or_id) -> Session (no query) */
+static int session_new(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  long long id = tdb_user_id(L, 2);
+  tdb_Session *s = tdb_newudata(L, sizeof *s);
+  s->conn = c;
+  s->user_id = id;
+  snprintf(s->owner, sizeof s->owner, "%lld", id);
+  luaL_setmetatable(L, TDB_SESSION_MT);
+  lua_createtable(L, 1, 0);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
+  tdb_setuservalue(L, -2);
+  return 1;
+}
+
+/* s:create_todo{ title =, description =, completed = } -> Todo | nil, err */
+static int session_create(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  const char *vals[4];
+  int present;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  vals[0] = s->owner;
+  if ((vals[1] = push_title(L, 2)) == NULL) return 2;
+  if (!read_description(L, 2, &vals[2], &present)) return 2;
+  vals[3] = read_bool(L, 2, "completed");
+  return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_INSERT, vals));
+}
+
+/* s:get_todo(id) -> Todo | nil, err */
+static int session_get(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  char id[24];
+  const char *vals[2] = { s->owner, id };
+  if (read_id(L, 2, id)) return 2;
+  return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_GET, vals));
+}
+
+/* s:update_todo(id, { title =, description =, completed = }) -> Todo | nil, err
+ * description = "" or tododb.null clears it. */
+static int session_update(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  char id[24];
+  const char *vals[7] = { s->owner, id, "f", NULL, "f", NULL, NULL };
+  int present, any = 0;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, 3)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    if (strcmp(k, "title") && strcmp(k, "description") && strcmp(k, "completed"))
+      luaL_error(L, "bad argument #2 to 'update_todo' (unknown field '%s')",
+                 lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
+    any = 1;
+    lua_pop(L, 1);
+  }
+  if (read_id(L, 2, id)) return 2;
+  if (!any) return tdb_push_error(L, "invalid", NULL, NULL, "nothing to update");
+  lua_getfield(L, 3, "title");
+  if (!lua_isnil(L, -1)) {             /* a title change */
+    if ((vals[3] = push_title(L, 3)) == NULL) return 2;
+    vals[2] = "t";
+  }
+  if (!read_description(L, 3, &vals[5], &present)) return 2;
+  if (present) vals[4] = "t";
+  vals[6] = read_bool(L, 3, "completed");
+  return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_UPDATE, vals));
+}
+
+/* s:toggle_todo(id) -> Todo | nil, err */
+static int session_toggle(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  char id[24];
+  const char *vals[2] = { s->owner, id };
+  if (read_id(L, 2, id)) return 2;
+  return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_TOGGLE, vals));
+}
+
+/* s:delete_todo(id) -> true | nil, err */
+static int session_delete(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  char id[24];
+  const char *vals[2] = { s->owner, id };
+  PGresult *r;
+  int gone;
+  if (read_id(L, 2, id)) return 2;
+  if ((r = tdb_run(L, c, s->owner, TDB_SQL_TODO_DELETE, vals)) == NULL) return 2;
+  gone = tdb_parse_int8(PQcmdTuples(r)) == 1;
+  PQclear(r);
+  if (!gone) return not_found(L);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- listing ------------------------------------------------------------ */
+
+static void cursor_mac(const tdb_Session *s, const unsigned char *head,
+                       const char *search, size_t n, unsigned char *mac) {
+  crypto_generichash_state st;
+  unsigned char uid[8];
+  for (int i = 0; i < 8; i++) uid[i] = (unsigned char)((unsigned long long)s->user_id >> (56 - 8 * i));
+  crypto_generichash_init(&st, cursor_key, sizeof cursor_key, 8);
+  crypto_generichash_update(&st, uid, sizeof uid);
+  crypto_generichash_update(&st, head, 10);
+  crypto_generichash_update(&st, (const unsigned char *)search, n);
+  crypto_generichash_final(&st, mac, 8);
+}
+
+static void push_cursor(lua_State *L, const tdb_Session *s, int flags, long long last,
+                        const char *search, size_t n) {
+  unsigned char b[CURSOR_BYTES];
+  char out[sodium_base64_ENCODED_LEN(CURSOR_BYTES, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
+  b[0] = CURSOR_VERSION;
+  b[1] = (unsigned char)flags;
+  for (int i = 0; i < 8; i++) b[2 + i] = (unsigned char)((unsigned long long)last >> (56 - 8 * i));
+  cursor_mac(s, b, search, n, b + 10);
+  sodium_bin2base64(out, sizeof out, b, sizeof b, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+  lua_pushstring(L, out);
+}
+
+/* Decodes a cursor made for this user and these filters. 1 ok. */
+static int read_cursor(const tdb_Session *s, const char *cur, size_t len, int flags,
+                       const char *search, size_t n, long long *last) {
+  unsigned char b[CURSOR_BYTES], mac[8];
+  size_t got;
+  unsigned long long v = 0;
+  if (len > 64 || sodium_base642bin(b, sizeof b, cur, len, NULL, &got, NULL,
+                                    sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0
+      || got != CURSOR_BYTES || b[0] != CURSOR_VERSION || b[1] != flags)
+    return 0;
+  cursor_mac(s, b, search, n, mac);
+  if (sodium_memcmp(mac, b + 10, 8) != 0) return 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | b[2 + i];
+  if (v > 9223372036854775807ULL) return 0;
+  *last = (long long)v;
+  return 1;
+}
+
+/* s:list_todos{ completed =, search =, order = "newest"|"oldest", limit =, after = }
+ *   -> { items = { Todo… }, next = cursor | nil } | nil, err
+ * Keyset pagination on id (creation order); the cursor is opaque. */
+static int session_list(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  const char *vals[5], *search = NULL, *done;
+  size_t sn = 0;
+  long long limit = LIMIT_DEFAULT, last;
+  int oldest = 0, flags, id, nrows;
+  char bound[24], lim[24];
+  PGresult *r;
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  else { lua_settop(L, 1); lua_newtable(L); }
+  done = read_bool(L, 2, "completed");
+  lua_getfield(L, 2, "order");
+  check_type(L, -1, LUA_TSTRING, "order", 0);
+  if (lua_isstring(L, -1)) {
+    const char *o = lua_tostring(L, -1);
+    if (!strcmp(o, "oldest")) oldest = 1;
+    else if (strcmp(o, "newest"))
+      return tdb_push_error(L, "invalid", "order", NULL, "order must be \"newest\" or \"oldest\"");
+  }
+  lua_getfield(L, 2, "limit");
+  check_type(L, -1, LUA_TNUMBER, "limit", 0);
+  if (!lua_isnil(L, -1) && (tdb_numint64(L, -1, &limit) != 1 || limit < 1 || limit > LIMIT_MAX))
+    return tdb_push_error(L, "invalid", "limit", NULL, "limit must be an integer from 1 to 200");
+  lua_getfield(L, 2, "search");
+  check_type(L, -1, LUA_TSTRING, "search", 0);
+  if (lua_isstring(L, -1)) {
+    long chars;
+    search = lua_tolstring(L, -1, &sn);
+    if ((chars = tdb_utf8_len(search, sn)) < 0 || chars > SEARCH_MAX)
+      return tdb_push_error(L, "invalid", "search", NULL,
+                            "search must be valid UTF-8 of at most 200 characters");
+  }
+  flags = oldest | (done ? (done[0] == 't' ? 2 : 4) : 0);
+  last = oldest ? 0 : 9223372036854775807LL;
+  lua_getfield(L, 2, "after");
+  check_type(L, -1, LUA_TSTRING, "after", 0);
+  if (lua_isstring(L, -1)) {
+    size_t cn;
+    const char *cur = lua_tolstring(L, -1, &cn);
+    if (!read_cursor(s, cur, cn, flags, search ? search : "", sn, &last))
+      return tdb_push_error(L, "invalid", "after", NULL,
+                            "cursor is malformed or was made for other filters");
+  }
+  if (search && sn > 0) {               /* substring match; % _ \ literal */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addchar(&b, '%');
+    for (size_t i = 0; i < sn; i++) {
+      if (search[i] == '%' || search[i] == '_' || search[i] == '\\') luaL_addchar(&b, '\\');
+      luaL_addchar(&b, search[i]);
+    }
+    luaL_addchar(&b, '%');
+    luaL_pushresult(&b);
+  } else lua_pushnil(L);
+  snprintf(bound, sizeof bound, "%lld", last);
+  snprintf(lim, sizeof lim, "%lld", limit + 1);
+  vals[0] = s->owner;
+  vals[1] = bound;
+  vals[2] = lua_tostring(L, -1);
+  vals[3] = lim;
+  vals[4] = done;
+  id = done ? (oldest ? TDB_SQL_TODO_LIST_OLD_F : TDB_SQL_TODO_LIST_NEW_F)
+            : (oldest ? TDB_SQL_TODO_LIST_OLD : TDB_SQL_TODO_LIST_NEW);
+  if ((r = tdb_run(L, c, s->owner, id, vals)) == NULL) return 2;
+  nrows = PQntuples(r);
+  lua_createtable(L, 0, 2);
+  lua_createtable(L, nrows < limit ? nrows : (int)limit, 0);
+  for (int i = 0; i < nrows && i < limit; i++) {
+    tdb_push_todo(L, r, i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "items");
+  if (nrows > limit) {
+    push_cursor(L, s, flags, tdb_parse_int8(PQgetvalue(r, (int)limit - 1, 0)),
+                search ? search : "", sn);
+    lua_setfield(L, -2, "next");
+  }
+  PQclear(r);
+  return 1;
+}
+
+/* s:count_todos{ completed = } -> number | nil, err */
+static int session_count(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  const char *vals[2] = { s->owner, NULL };
+  PGresult *r;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    vals[1] = read_bool(L, 2, "completed");
+  }
+  if ((r = tdb_run(L, c, s->owner, TDB_SQL_TODO_COUNT, vals)) == NULL) return 2;
+  tdb_pushint64(L, tdb_parse_int8(PQgetvalue(r, 0, 0)));
+  PQclear(r);
+  return 1;
+}
+
+/* s:complete_all() -> number of todos completed now | nil, err */
+static int session_complete_all(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  const char *vals[1] = { s->owner };
+  return touched(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_COMPLETE_ALL, vals));
+}
+
+/* s:delete_completed() -> number of todos deleted | nil, err */
+static int session_delete_completed(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  const char *vals[1] = { s->owner };
+  return touched(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_DELETE_DONE, vals));
+}
+
+/* ---- bulk insert ---------------------------------------------------------- */
+
+/* Appends s as a quoted element of a PostgreSQL array literal. */
+static void add_element(luaL_Buffer *b, const char *s, size_t n) {
+  luaL_addchar(b, '"');
+  for (size_t i = 0; i < n; i++) {
+    if (s[i] == '"' || s[i] == '\\') luaL_addchar(b, '\\');
+    luaL_addchar(b, s[i]);
+  }
+  luaL_addchar(b, '"');
+}
+
+static int item_error(lua_State *L, int i) {
+  lua_getfield(L, -1, "message");
+  lua_pushfstring(L, "item %d: %s", i, lua_tostring(L, -1));
+  lua_setfield(L, -3, "message");
+  lua_pop(L, 1);
+  lua_pushinteger(L, i);
+  lua_setfield(L, -2, "index");
+  return 2;
+}
+
+/* s:create_todos{ {title=, description=, completed=}, … } -> count | nil, err
+ * One statement: all rows or none. err.index names the first bad item. */
+static int session_create_many(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  const char *vals[4];
+  int n, i, present;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  n = (int)tdb_rawlen(L, 2);
+  lua_settop(L, 2);
+  for (i = 1; i <= n; i++) {             /* validate everything first */
+    const char *d;
+    lua_rawgeti(L, 2, i);
+    if (!lua_istable(L, -1))
+      luaL_error(L, "bad argument #1 to 'create_todos' (item %d must be a table)", i);
+    if (!push_title(L, 3) || !read_description(L, 3, &d, &present)) return item_error(L, i);
+    (void)read_bool(L, 3, "completed");
+    lua_settop(L, 2);
+  }
+  if (n == 0) { lua_pushinteger(L, 0); return 1; }
+  for (int col = 0; col < 3; col++) {    /* one array literal per column */
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addchar(&b, '{');
+    for (i = 1; i <= n; i++) {
+      const char *v;
+      size_t len = 0;
+      lua_rawgeti(L, 2, i);
+      lua_getfield(L, -1, col == 0 ? "title" : col == 1 ? "description" : "completed");
+      if (col == 0) {
+        v = lua_tolstring(L, -1, &len);
+        (void)tdb_check_title(&v, &len);
+      } else if (col == 1)
+        v = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &len) : NULL;
+      else
+        v = lua_isboolean(L, -1) ? (lua_toboolean(L, -1) ? "t" : "f") : NULL;
+      lua_pop(L, 2);                     /* the list still holds the strings */
+      if (i > 1) luaL_addchar(&b, ',');
+      if (!v || (col == 1 && len == 0)) luaL_addstring(&b, "NULL");
+      else if (col == 2) luaL_addstring(&b, v);
+      else add_element(&b, v, len);
+    }
+    luaL_addchar(&b, '}');
+    luaL_pushresult(&b);
+  }
+  vals[0] = s->owner;
+  vals[1] = lua_tostring(L, 3);
+  vals[2] = lua_tostring(L, 4);
+  vals[3] = lua_tostring(L, 5);
+  return touched(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_INSERT_MANY, vals));
+}
+
+/* s.user_id, s:method(...) */
+static int session_index(lua_State *L) {
+  tdb_Session *s = luaL_checkudata(L, 1, TDB_SESSION_MT);
+  const char *k = luaL_checkstring(L, 2);
+  if (!strcmp(k, "user_id")) { tdb_pushint64(L, s->user_id); return 1; }
+  lua_getfield(L, lua_upvalueindex(1), k);
+  return 1;
+}
+
+/* tostring(s) -> tododb.Session(user 3) */
+static int session_tostring(lua_State *L) {
+  tdb_Session *s = luaL_checkudata(L, 1, TDB_SESSION_MT);
+  lua_pushfstring(L, "tododb.Session(user %s)", s->owner);
+  return 1;
+}
+
+static const luaL_Reg session_methods[] = {
+  { "create_todo", session_create },
+  { "create_todos", session_create_many },
+  { "get_todo", session_get },
+  { "update_todo", session_update },
+  { "toggle_todo", session_toggle },
+  { "delete_todo", session_delete },
+  { "list_todos", session_list },
+  { "count_todos", session_count },
+  { "complete_all", session_complete_all },
+  { "delete_completed", session_delete_completed },
+  { NULL, NULL }
+};
+
+void tdb_session_open(lua_State *L) {
+  luaL_newmetatable(L, TDB_SESSION_MT);
+  lua_newtable(L);
+  luaL_setfuncs(L, session_methods, 0);
+  lua_pushcclosure(L, session_index, 1);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, session_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_getmetatable(L, TDB_CONN_MT);
+  lua_getfield(L, -1, "__index");
+  lua_pushcfunction(L, session_new);
+  lua_setfield(L, -2, "session");
+  lua_pop(L, 2);
+}

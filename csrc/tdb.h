@@ -102,7 +102,10 @@ void tdb_password_dummy(tdb_Conn *c, const char *pw, size_t n);
 void tdb_password_open(lua_State *L);
 
 /* user.c, session.c, todo.c, token.c ----------------------------------- */
+#define TDB_EMAIL_BUF 256
 void tdb_push_user(lua_State *L, const PGresult *r, int row);
+/* A User or a user id at idx (raises for anything else). */
+long long tdb_user_id(lua_State *L, int idx);
 void tdb_user_open(lua_State *L);
 void tdb_push_todo(lua_State *L, const PGresult *r, int row);
 void tdb_todo_open(lua_State *L);

@@ -1,6 +1,1289 @@
-/* token.c: JSON Web Tokens (HS256 sign/verify, EdDSA verify). */
+/* token.c: JSON Web Tokens (compact JWS) over libsodium: HS256 and EdDSA
+ * (Ed25519), with a strict JSON reader and writer for headers and claims.
+ * The key decides the algorithm; the token header never does. Untrusted
+ * input is parsed into fixed buffers on the C stack or Lua-owned memory, so
+ * a Lua error (out of memory) cannot leak anything. */
+#include <locale.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <sodium.h>
 #include "tdb.h"
 
+#define TOK_MAX      8192                  /* longest token accepted */
+#define SEG_MAX      (TOK_MAX / 4 * 3)     /* longest decoded segment */
+#define JSON_DEPTH   32                    /* deepest nesting read or written */
+#define JSON_OUT_MAX (64 * 1024)           /* longest JSON written */
+#define HS_MIN       32                    /* shortest HS256 secret */
+#define TIME_MAX     253402300799.0        /* 9999-12-31T23:59:59Z */
+#define ED_PK        crypto_sign_PUBLICKEYBYTES
+#define ED_SEED      crypto_sign_SEEDBYTES
+#define ED_SIG       crypto_sign_BYTES
+#define HS_SIG       crypto_auth_hmacsha256_BYTES
+
+/* Growable byte buffer in a userdata at a fixed stack slot: growing
+ * replaces the slot, so the stack above it may be used freely. ---------- */
+typedef struct sbuf {
+  lua_State *L;
+  int idx;
+  char *p;
+  size_t n, cap, max;
+} sbuf;
+
+static void sb_init(lua_State *L, sbuf *b, size_t max) {
+  b->L = L;
+  b->n = 0;
+  b->cap = 256;
+  b->max = max;
+  b->p = (char *)tdb_newudata(L, b->cap);
+  b->idx = lua_gettop(L);
+}
+
+static char *sb_room(sbuf *b, size_t k) {
+  if (b->cap - b->n < k) {
+    size_t cap = b->cap;
+    char *p;
+    if (k > b->max - b->n)
+      luaL_error(b->L, "tododb.token: output longer than %d bytes", (int)b->max);
+    while (cap - b->n < k) cap *= 2;
+    if (cap > b->max) cap = b->max;
+    p = (char *)tdb_newudata(b->L, cap);
+    memcpy(p, b->p, b->n);
+    lua_replace(b->L, b->idx);
+    b->p = p;
+    b->cap = cap;
+  }
+  return b->p + b->n;
+}
+
+static void sb_add(sbuf *b, const void *s, size_t k) {
+  if (k) memcpy(sb_room(b, k), s, k);
+  b->n += k;
+}
+
+static void sb_adds(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
+
+static void sb_addc(sbuf *b, char c) {
+  *sb_room(b, 1) = c;
+  b->n++;
+}
+
+/* base64url without padding (RFC 7515 section 2) ------------------------- */
+static const char b64_alpha[] =
+  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+static void b64_encode(sbuf *b, const unsigned char *s, size_t n) {
+  char *o = sb_room(b, (n + 2) / 3 * 4), *q = o;
+  size_t i;
+  unsigned long v;
+  for (i = 0; i + 2 < n; i += 3) {
+    v = (unsigned long)s[i] << 16 | (unsigned long)s[i + 1] << 8 | s[i + 2];
+    *q++ = b64_alpha[v >> 18];
+    *q++ = b64_alpha[v >> 12 & 63];
+    *q++ = b64_alpha[v >> 6 & 63];
+    *q++ = b64_alpha[v & 63];
+  }
+  if (n - i == 1) {
+    v = (unsigned long)s[i] << 16;
+    *q++ = b64_alpha[v >> 18];
+    *q++ = b64_alpha[v >> 12 & 63];
+  } else if (n - i == 2) {
+    v = (unsigned long)s[i] << 16 | (unsigned long)s[i + 1] << 8;
+    *q++ = b64_alpha[v >> 18];
+    *q++ = b64_alpha[v >> 12 & 63];
+    *q++ = b64_alpha[v >> 6 & 63];
+  }
+  b->n += (size_t)(q - o);
+}
+
+static int b64_val(unsigned char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '-') return 62;
+  if (c == '_') return 63;
+  return -1;
+}
+
+/* Strict decode: alphabet only, no padding, no impossible length, unused
+ * trailing bits zero. Returns the decoded length, or -1. */
+static long b64_decode(const char *s, size_t n, unsigned char *out, size_t cap) {
+  size_t i, o = 0, rem = n % 4, want = n / 4 * 3 + (rem ? rem - 1 : 0);
+  unsigned long acc = 0;
+  int bits = 0, v;
+  if (rem == 1 || want > cap) return -1;
+  for (i = 0; i < n; i++) {
+    if ((v = b64_val((unsigned char)s[i])) < 0) return -1;
+    acc = (acc << 6 | (unsigned long)v) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out[o++] = (unsigned char)(acc >> bits);
+    }
+  }
+  if (bits && (acc & ((1UL << bits) - 1))) return -1;
+  return (long)o;
+}
+
+/* UTF-8 ------------------------------------------------------------------ */
+/* Length of the well-formed UTF-8 sequence at s (n bytes left), 0 if none. */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+  unsigned c = s[0];
+  if (c < 0x80) return 1;
+  if (c < 0xC2) return 0;
+  if (c < 0xE0) return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
+  if (c < 0xF0) {
+    if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
+    if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] >= 0xA0)) return 0;
+    return 3;
+  }
+  if (c < 0xF5) {
+    if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 ||
+        (s[3] & 0xC0) != 0x80) return 0;
+    if ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] >= 0x90)) return 0;
+    return 4;
+  }
+  return 0;
+}
+
+static size_t utf8_put(char *o, unsigned long cp) {
+  if (cp < 0x80) { o[0] = (char)cp; return 1; }
+  if (cp < 0x800) {
+    o[0] = (char)(0xC0 | cp >> 6);
+    o[1] = (char)(0x80 | (cp & 0x3F));
+    return 2;
+  }
+  if (cp < 0x10000) {
+    o[0] = (char)(0xE0 | cp >> 12);
+    o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+    o[2] = (char)(0x80 | (cp & 0x3F));
+    return 3;
+  }
+  o[0] = (char)(0xF0 | cp >> 18);
+  o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+  o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+  o[3] = (char)(0x80 | (cp & 0x3F));
+  return 4;
+}
+
+/* JSON writer (raises on values JSON cannot hold) ------------------------ */
+static void enc_value(lua_State *L, sbuf *b, int idx, int depth);
+
+/* The letter of a two-character escape for control byte c, or 0. */
+static char short_escape(unsigned c) {
+  switch (c) {
+  case '\b': return 'b';
+  case '\f': return 'f';
+  case '\n': return 'n';
+  case '\r': return 'r';
+  case '\t': return 't';
+  default: return 0;
+  }
+}
+
+static void enc_string(lua_State *L, sbuf *b, const char *s, size_t n) {
+  static const char hex[] = "0123456789abcdef";
+  const unsigned char *p = (const unsigned char *)s, *e = p + n;
+  sb_addc(b, '"');
+  while (p < e) {
+    unsigned c = *p;
+    size_t k;
+    char e1;
+    if (c == '"' || c == '\\') {
+      char esc[2];
+      esc[0] = '\\';
+      esc[1] = (char)c;
+      sb_add(b, esc, 2);
+      p++;
+    } else if ((e1 = short_escape(c)) != 0) {
+      char esc[2];
+      esc[0] = '\\';
+      esc[1] = e1;
+      sb_add(b, esc, 2);
+      p++;
+    } else if (c < 0x20) {
+      char esc[6] = { '\\', 'u', '0', '0', 0, 0 };
+      esc[4] = hex[c >> 4];
+      esc[5] = hex[c & 15];
+      sb_add(b, esc, 6);
+      p++;
+    } else {
+      if (!(k = utf8_seq(p, (size_t)(e - p))))
+        luaL_error(L, "tododb.token: cannot encode a string that is not valid UTF-8");
+      sb_add(b, p, k);
+      p += k;
+    }
+  }
+  sb_addc(b, '"');
+}
+
+static char decimal_point(void) {
+  const char *dp = localeconv()->decimal_point;
+  return dp && dp[0] ? dp[0] : '.';
+}
+
+static void enc_number(lua_State *L, sbuf *b, int idx) {
+  char buf[48];
+  long long v;
+  lua_Number d;
+  int prec;
+  char dp, *c;
+  if (tdb_numint64(L, idx, &v) == 1) {
+    snprintf(buf, sizeof buf, "%lld", v);
+    sb_adds(b, buf);
+    return;
+  }
+  d = lua_tonumber(L, idx);
+  if (!isfinite(d)) luaL_error(L, "tododb.token: cannot encode %f in JSON", (double)d);
+  for (prec = 15; prec <= 17; prec++) {          /* shortest that round-trips */
+    snprintf(buf, sizeof buf, "%.*g", prec, (double)d);
+    if (strtod(buf, NULL) == (double)d) break;
+  }
+  if ((dp = decimal_point()) != '.')
+    for (c = buf; *c; c++) if (*c == dp) *c = '.';
+  sb_adds(b, buf);
+}
+
+/* n > 0 when the table at idx is a sequence 1..n (a JSON array), else 0. */
+static size_t enc_array_len(lua_State *L, int idx) {
+  size_t count = 0;
+  long long k, max = 0;
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    lua_pop(L, 1);
+    if (lua_type(L, -1) != LUA_TNUMBER || tdb_numint64(L, -1, &k) != 1 || k < 1) {
+      lua_pop(L, 1);
+      return 0;
+    }
+    count++;
+    if (k > max) max = k;
+  }
+  return count > 0 && (size_t)max == count ? count : 0;
+}
+
+/* Members of the object at idx, each preceded by a comma when *first is 0;
+ * names in skip[] (NULL-terminated, may be NULL) are left out. */
+static void enc_members(lua_State *L, sbuf *b, int idx, int depth, int *first) {
+  lua_pushnil(L);
+  while (lua_next(L, idx)) {
+    size_t kn;
+    const char *k;
+    if (lua_type(L, -2) != LUA_TSTRING)
+      luaL_error(L, "tododb.token: cannot encode a table mixing array and string keys"
+                    " (or with %s keys)", luaL_typename(L, -2));
+    k = lua_tolstring(L, -2, &kn);
+    if (!*first) sb_addc(b, ',');
+    *first = 0;
+    enc_string(L, b, k, kn);
+    sb_addc(b, ':');
+    enc_value(L, b, lua_gettop(L), depth + 1);
+    lua_pop(L, 1);
+  }
+}
+
+static void enc_value(lua_State *L, sbuf *b, int idx, int depth) {
+  size_t n, i;
+  const char *s;
+  int first = 1;
+  switch (lua_type(L, idx)) {
+  case LUA_TSTRING:
+    s = lua_tolstring(L, idx, &n);
+    enc_string(L, b, s, n);
+    return;
+  case LUA_TNUMBER:
+    enc_number(L, b, idx);
+    return;
+  case LUA_TBOOLEAN:
+    sb_adds(b, lua_toboolean(L, idx) ? "true" : "false");
+    return;
+  case LUA_TLIGHTUSERDATA:
+    if (tdb_isnull(L, idx)) { sb_adds(b, "null"); return; }
+    break;
+  case LUA_TTABLE:
+    if (depth >= JSON_DEPTH)
+      luaL_error(L, "tododb.token: tables nested deeper than %d (a cycle?)", JSON_DEPTH);
+    luaL_checkstack(L, 6, "tododb.token: JSON too deep");
+    if ((n = enc_array_len(L, idx)) > 0) {
+      sb_addc(b, '[');
+      for (i = 1; i <= n; i++) {
+        if (i > 1) sb_addc(b, ',');
+        lua_rawgeti(L, idx, (int)i);
+        enc_value(L, b, lua_gettop(L), depth + 1);
+        lua_pop(L, 1);
+      }
+      sb_addc(b, ']');
+    } else {
+      sb_addc(b, '{');
+      enc_members(L, b, idx, depth, &first);
+      sb_addc(b, '}');
+    }
+    return;
+  default:
+    break;
+  }
+  luaL_error(L, "tododb.token: cannot encode a %s value in JSON", luaL_typename(L, idx));
+}
+
+/* JSON reader: strict RFC 8259, builds Lua values, never raises on bad
+ * input (returns 0; the caller resets the stack) -------------------------- */
+typedef struct jreader {
+  lua_State *L;
+  const unsigned char *p, *e;
+  char *scratch;              /* holds unescaped strings; >= input length */
+  int depth;
+} jreader;
+
+static int jr_value(jreader *r);
+
+static int is_ws(unsigned char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static void jr_ws(jreader *r) {
+  while (r->p < r->e && is_ws(*r->p)) r->p++;
+}
+
+static int jr_hex4(jreader *r, unsigned long *out) {
+  int i;
+  unsigned long v = 0;
+  if (r->e - r->p < 4) return 0;
+  for (i = 0; i < 4; i++) {
+    unsigned char c = *r->p++;
+    v <<= 4;
+    if (c >= '0' && c <= '9') v |= (unsigned long)(c - '0');
+    else if (c >= 'a' && c <= 'f') v |= (unsigned long)(c - 'a' + 10);
+    else if (c >= 'A' && c <= 'F') v |= (unsigned long)(c - 'A' + 10);
+    else return 0;
+  }
+  *out = v;
+  return 1;
+}
+
+/* At '"': pushes the string. Output never outruns input (\uXXXX: 6 -> <= 3
+ * bytes, a surrogate pair: 12 -> 4), so scratch cannot overflow. */
+static int jr_string(jreader *r) {
+  char *o = r->scratch;
+  unsigned long cp, lo;
+  size_t k;
+  r->p++;
+  for (;;) {
+    unsigned char c;
+    if (r->p >= r->e) return 0;
+    c = *r->p;
+    if (c == '"') {
+      r->p++;
+      lua_pushlstring(r->L, r->scratch, (size_t)(o - r->scratch));
+      return 1;
+    }
+    if (c < 0x20) return 0;
+    if (c != '\\') {
+      if (!(k = utf8_seq(r->p, (size_t)(r->e - r->p)))) return 0;
+      memcpy(o, r->p, k);
+      o += k;
+      r->p += k;
+      continue;
+    }
+    if (++r->p >= r->e) return 0;
+    switch (*r->p++) {
+    case '"': *o++ = '"'; break;
+    case '\\': *o++ = '\\'; break;
+    case '/': *o++ = '/'; break;
+    case 'b': *o++ = '\b'; break;
+    case 'f': *o++ = '\f'; break;
+    case 'n': *o++ = '\n'; break;
+    case 'r': *o++ = '\r'; break;
+    case 't': *o++ = '\t'; break;
+    case 'u':
+      if (!jr_hex4(r, &cp)) return 0;
+      if (cp >= 0xD800 && cp <= 0xDBFF) {
+        if (r->e - r->p < 6 || r->p[0] != '\\' || r->p[1] != 'u') return 0;
+        r->p += 2;
+        if (!jr_hex4(r, &lo) || lo < 0xDC00 || lo > 0xDFFF) return 0;
+        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+      } else if (cp >= 0xDC00 && cp <= 0xDFFF)
+        return 0;
+      o += utf8_put(o, cp);
+      break;
+    default:
+      return 0;
+    }
+  }
+}
+
+static int is_digit(const jreader *r) {
+  return r->p < r->e && *r->p >= '0' && *r->p <= '9';
+}
+
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? ; integers in int8 stay
+ * integers, the rest become finite doubles (overflow to inf is refused). */
+static int jr_number(jreader *r) {
+  const unsigned char *s = r->p;
+  int isint = 1, neg = 0;
+  char buf[64], *end, dp;
+  size_t len, i;
+  double d;
+  if (r->p < r->e && *r->p == '-') { neg = 1; r->p++; }
+  if (!is_digit(r)) return 0;
+  if (*r->p == '0') r->p++;
+  else while (is_digit(r)) r->p++;
+  if (r->p < r->e && *r->p == '.') {
+    isint = 0;
+    r->p++;
+    if (!is_digit(r)) return 0;
+    while (is_digit(r)) r->p++;
+  }
+  if (r->p < r->e && (*r->p == 'e' || *r->p == 'E')) {
+    isint = 0;
+    r->p++;
+    if (r->p < r->e && (*r->p == '+' || *r->p == '-')) r->p++;
+    if (!is_digit(r)) return 0;
+    while (is_digit(r)) r->p++;
+  }
+  len = (size_t)(r->p - s);
+  if (len >= sizeof buf) return 0;
+  if (isint) {
+    unsigned long long m = 0;
+    int over = 0;
+    for (i = (size_t)neg; i < len; i++) {
+      unsigned d9 = (unsigned)(s[i] - '0');
+      if (m > (18446744073709551615ULL - d9) / 10) { over = 1; break; }
+      m = m * 10 + d9;
+    }
+    if (!over && !neg && m <= 9223372036854775807ULL) {
+      tdb_pushint64(r->L, (long long)m);
+      return 1;
+    }
+    if (!over && neg && m <= 9223372036854775808ULL) {
+      tdb_pushint64(r->L, m ? -(long long)(m - 1) - 1 : 0);
+      return 1;
+    }
+  }
+  memcpy(buf, s, len);
+  buf[len] = '\0';
+  if ((dp = decimal_point()) != '.')
+    for (i = 0; i < len; i++) if (buf[i] == '.') buf[i] = dp;
+  d = strtod(buf, &end);
+  if (end != buf + len || !isfinite(d)) return 0;
+  lua_pushnumber(r->L, (lua_Number)d);
+  return 1;
+}
+
+static int jr_literal(jreader *r, const char *word) {
+  size_t n = strlen(word);
+  if ((size_t)(r->e - r->p) < n || memcmp(r->p, word, n) != 0) return 0;
+  r->p += n;
+  return 1;
+}
+
+static int jr_object(jreader *r) {
+  lua_State *L = r->L;
+  int t, dup;
+  r->p++;
+  lua_newtable(L);
+  t = lua_gettop(L);
+  jr_ws(r);
+  if (r->p < r->e && *r->p == '}') { r->p++; return 1; }
+  for (;;) {
+    jr_ws(r);
+    if (r->p >= r->e || *r->p != '"' || !jr_string(r)) return 0;
+    lua_pushvalue(L, -1);
+    lua_rawget(L, t);
+    dup = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (dup) return 0;                          /* duplicate member name */
+    jr_ws(r);
+    if (r->p >= r->e || *r->p != ':') return 0;
+    r->p++;
+    if (!jr_value(r)) return 0;
+    lua_rawset(L, t);
+    jr_ws(r);
+    if (r->p >= r->e) return 0;
+    if (*r->p == '}') { r->p++; return 1; }
+    if (*r->p++ != ',') return 0;
+  }
+}
+
+static int jr_array(jreader *r) {
+  lua_State *L = r->L;
+  int t, n = 0;
+  r->p++;
+  lua_newtable(L);
+  t = lua_gettop(L);
+  jr_ws(r);
+  if (r->p < r->e && *r->p == ']') { r->p++; return 1; }
+  for (;;) {
+    if (!jr_value(r)) return 0;
+    lua_rawseti(L, t, ++n);
+    jr_ws(r);
+    if (r->p >= r->e) return 0;
+    if (*r->p == ']') { r->p++; return 1; }
+    if (*r->p++ != ',') return 0;
+  }
+}
+
+static int jr_value(jreader *r) {
+  int ok;
+  jr_ws(r);
+  if (r->p >= r->e) return 0;
+  switch (*r->p) {
+  case '{': case '[':
+    if (++r->depth > JSON_DEPTH) return 0;
+    luaL_checkstack(r->L, 4, "tododb.token: JSON too deep");
+    ok = *r->p == '{' ? jr_object(r) : jr_array(r);
+    r->depth--;
+    return ok;
+  case '"':
+    return jr_string(r);
+  case 't':
+    if (!jr_literal(r, "true")) return 0;
+    lua_pushboolean(r->L, 1);
+    return 1;
+  case 'f':
+    if (!jr_literal(r, "false")) return 0;
+    lua_pushboolean(r->L, 0);
+    return 1;
+  case 'n':
+    if (!jr_literal(r, "null")) return 0;
+    tdb_pushnull(r->L);
+    return 1;
+  default:
+    return jr_number(r);
+  }
+}
+
+/* Pushes the value of the JSON text s[0..n) and returns 1, or returns 0
+ * with the stack unchanged. scratch holds at least n bytes. */
+static int json_decode(lua_State *L, const char *s, size_t n, char *scratch) {
+  int top = lua_gettop(L);
+  jreader r;
+  r.L = L;
+  r.p = (const unsigned char *)s;
+  r.e = r.p + n;
+  r.scratch = scratch;
+  r.depth = 0;
+  if (jr_value(&r)) {
+    jr_ws(&r);
+    if (r.p == r.e) return 1;
+  }
+  lua_settop(L, top);
+  return 0;
+}
+
+/* Keys ------------------------------------------------------------------- */
+enum { KEY_HS = 1, KEY_JWK, KEY_JWKS };
+
+typedef struct key {
+  int kind;
+  const char *secret;         /* KEY_HS */
+  size_t len;
+  unsigned char pk[ED_PK];    /* KEY_JWK */
+  int has_d;
+  int nusable;                /* KEY_JWKS: Ed25519 signing keys in the set */
+} key;
+
+/* Field k of the table at idx as a string, NULL when absent; sets *bad
+ * when present but not a string. The table keeps the string alive. */
+static const char *field_str(lua_State *L, int idx, const char *k, size_t *n, int *bad) {
+  const char *s = NULL;
+  lua_getfield(L, idx, k);
+  if (lua_type(L, -1) == LUA_TSTRING) s = lua_tolstring(L, -1, n);
+  else if (!lua_isnil(L, -1)) *bad = 1;
+  lua_pop(L, 1);
+  return s;
+}
+
+static int streq(const char *s, size_t n, const char *lit) {
+  return s && n == strlen(lit) && memcmp(s, lit, n) == 0;
+}
+
+/* Reads the Ed25519 JWK at idx: public key into pk, seed into seed when
+ * seed is non-NULL and the JWK has d (else seed is zeroed). Returns NULL,
+ * or what is wrong; *foreign is set when it is merely not an Ed25519
+ * signing key (other kty/crv, use other than sig, alg other than EdDSA). */
+static const char *jwk_read(lua_State *L, int idx, unsigned char pk[ED_PK],
+                            unsigned char *seed, int *has_d, int *foreign) {
+  size_t n, xn = 0, dn = 0;
+  int bad = 0;
+  const char *s, *x, *d;
+  unsigned char sd[ED_SEED], sk[crypto_sign_SECRETKEYBYTES], xpk[ED_PK];
+  *foreign = 0;
+  *has_d = 0;
+  s = field_str(L, idx, "kty", &n, &bad);
+  if (!streq(s, n, "OKP")) { *foreign = 1; return "JWK kty must be \"OKP\""; }
+  s = field_str(L, idx, "crv", &n, &bad);
+  if (!streq(s, n, "Ed25519")) { *foreign = 1; return "JWK crv must be \"Ed25519\""; }
+  if ((s = field_str(L, idx, "use", &n, &bad)) && !streq(s, n, "sig")) {
+    *foreign = 1;
+    return "JWK use must be \"sig\"";
+  }
+  if ((s = field_str(L, idx, "alg", &n, &bad)) && !streq(s, n, "EdDSA")) {
+    *foreign = 1;
+    return "JWK alg must be \"EdDSA\"";
+  }
+  x = field_str(L, idx, "x", &xn, &bad);
+  d = field_str(L, idx, "d", &dn, &bad);
+  field_str(L, idx, "kid", &n, &bad);
+  if (bad) return "JWK fields kty, crv, use, alg, kid, x, d must be strings";
+  if (d) {
+    if (b64_decode(d, dn, sd, sizeof sd) != ED_SEED)
+      return "JWK d must be a base64url 32-byte Ed25519 seed";
+    crypto_sign_seed_keypair(pk, sk, sd);
+    sodium_memzero(sk, sizeof sk);
+    if (seed) memcpy(seed, sd, ED_SEED);
+    sodium_memzero(sd, sizeof sd);
+    *has_d = 1;
+  } else if (seed)
+    memset(seed, 0, ED_SEED);
+  if (x) {
+    if (b64_decode(x, xn, xpk, sizeof xpk) != ED_PK)
+      return "JWK x must be a base64url 32-byte Ed25519 public key";
+    if (!d) memcpy(pk, xpk, ED_PK);
+    else if (sodium_memcmp(pk, xpk, ED_PK) != 0) return "JWK x does not match d";
+  } else if (!d)
+    return "JWK has no x";
+  return NULL;
+}
+
+static int key_argerror(lua_State *L, int arg, const char *msg) {
+  return luaL_argerror(L, arg, lua_pushfstring(L, "%s", msg));
+}
+
+/* Classifies the key argument: a string secret (HS256), or a JWK or JWK set
+ * as a table or JSON text (EdDSA). JSON text replaces the argument with
+ * its table. Raises on a key that cannot work: misuse, not a bad token. */
+static void key_load(lua_State *L, int arg, key *k, int signing) {
+  const char *err;
+  int foreign;
+  memset(k, 0, sizeof *k);
+  if (lua_type(L, arg) == LUA_TSTRING) {
+    size_t n, i = 0;
+    const char *s = lua_tolstring(L, arg, &n);
+    while (i < n && is_ws((unsigned char)s[i])) i++;
+    if (i == n || s[i] != '{') {
+      if (n < HS_MIN) key_argerror(L, arg, "HS256 secret must be at least 32 bytes");
+      k->kind = KEY_HS;
+      k->secret = s;
+      k->len = n;
+      return;
+    }
+    /* JSON: a JWK or JWK set (so a secret may not start with '{') */
+    {
+      char *scratch = (char *)tdb_newudata(L, n);
+      if (!json_decode(L, s, n, scratch) || !lua_istable(L, -1))
+        key_argerror(L, arg, "key starts with '{' but is not a JSON JWK or JWK set");
+      lua_replace(L, arg);
+      lua_pop(L, 1);
+    }
+  }
+  if (!lua_istable(L, arg))
+    key_argerror(L, arg, "string secret, JWK or JWK set expected");
+  lua_getfield(L, arg, "keys");
+  if (!lua_isnil(L, -1)) {
+    int i, n, has_d;
+    unsigned char pk[ED_PK];
+    if (signing) key_argerror(L, arg, "a JWK set cannot sign; pass one private JWK");
+    if (!lua_istable(L, -1)) key_argerror(L, arg, "JWK set: keys must be an array");
+    n = (int)tdb_rawlen(L, -1);
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      if (!lua_istable(L, -1)) key_argerror(L, arg, "JWK set: every key must be a table");
+      err = jwk_read(L, lua_gettop(L), pk, NULL, &has_d, &foreign);
+      if (err && !foreign) key_argerror(L, arg, err);
+      if (!err) k->nusable++;
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    if (!k->nusable) key_argerror(L, arg, "JWK set holds no Ed25519 signing key");
+    k->kind = KEY_JWKS;
+    return;
+  }
+  lua_pop(L, 1);
+  if ((err = jwk_read(L, arg, k->pk, NULL, &k->has_d, &foreign)))
+    key_argerror(L, arg, err);
+  if (signing && !k->has_d)
+    key_argerror(L, arg, "signing needs a private JWK (with d)");
+  k->kind = KEY_JWK;
+}
+
+static void hs256(const key *k, const void *m, size_t n, unsigned char mac[HS_SIG]) {
+  crypto_auth_hmacsha256_state st;
+  crypto_auth_hmacsha256_init(&st, (const unsigned char *)k->secret, k->len);
+  crypto_auth_hmacsha256_update(&st, (const unsigned char *)m, n);
+  crypto_auth_hmacsha256_final(&st, mac);
+  sodium_memzero(&st, sizeof st);
+}
+
+/* Options ---------------------------------------------------------------- */
+/* Raises unless opts (at arg) is nil or a table whose keys are all named. */
+static int opts_check(lua_State *L, int arg, const char *const *names) {
+  if (lua_isnoneornil(L, arg)) return 0;
+  luaL_checktype(L, arg, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, arg)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+    int i, known = 0;
+    for (i = 0; k && names[i]; i++) if (!strcmp(k, names[i])) known = 1;
+    if (!known)
+      luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", k ? k : "?"));
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+/* opts[k] as a finite number, or def when absent; raises otherwise. */
+static double opt_num(lua_State *L, int arg, int has, const char *k, double def) {
+  double d = def;
+  if (!has) return def;
+  lua_getfield(L, arg, k);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(d = (double)lua_tonumber(L, -1)))
+      luaL_argerror(L, arg, lua_pushfstring(L, "opts.%s must be a finite number", k));
+  }
+  lua_pop(L, 1);
+  return d;
+}
+
+static int opt_bool(lua_State *L, int arg, int has, const char *k, int def) {
+  int v = def;
+  if (!has) return def;
+  lua_getfield(L, arg, k);
+  if (!lua_isnil(L, -1)) {
+    if (lua_type(L, -1) != LUA_TBOOLEAN)
+      luaL_argerror(L, arg, lua_pushfstring(L, "opts.%s must be a boolean", k));
+    v = lua_toboolean(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+static const char *opt_str(lua_State *L, int arg, int has, const char *k, size_t *n) {
+  const char *s = NULL;
+  if (!has) return NULL;
+  lua_getfield(L, arg, k);
+  if (lua_type(L, -1) == LUA_TSTRING) s = lua_tolstring(L, -1, n);
+  else if (!lua_isnil(L, -1))
+    luaL_argerror(L, arg, lua_pushfstring(L, "opts.%s must be a string", k));
+  lua_pop(L, 1);
+  return s;
+}
+
+/* Signing ---------------------------------------------------------------- */
+/* {"alg":..,"typ":"JWT","kid":..,<opts.header>} */
+static void enc_header(lua_State *L, sbuf *b, int keyarg, const key *k, int optarg,
+                       int has, int jwt) {
+  size_t n;
+  int first = 0, hidx = 0, bad = 0;
+  const char *kid = opt_str(L, optarg, has, "kid", &n);
+  sb_adds(b, k->kind == KEY_HS ? "{\"alg\":\"HS256\"" : "{\"alg\":\"EdDSA\"");
+  if (has) {
+    lua_getfield(L, optarg, "header");
+    if (lua_isnil(L, -1)) lua_pop(L, 1);
+    else {
+      if (!lua_istable(L, -1) || enc_array_len(L, lua_gettop(L)))
+        luaL_argerror(L, optarg, "opts.header must be a table of header parameters");
+      hidx = lua_gettop(L);
+      lua_getfield(L, hidx, "alg");
+      lua_getfield(L, hidx, "kid");
+      if (!lua_isnil(L, -1) || !lua_isnil(L, -2))
+        luaL_argerror(L, optarg, "opts.header may not set alg (the key does) or kid (use opts.kid)");
+      lua_getfield(L, hidx, "typ");
+      if (!lua_isnil(L, -1)) jwt = 0;
+      lua_pop(L, 3);
+    }
+  }
+  if (jwt) sb_adds(b, ",\"typ\":\"JWT\"");
+  if (!kid && k->kind == KEY_JWK) kid = field_str(L, keyarg, "kid", &n, &bad);
+  if (kid) {
+    sb_adds(b, ",\"kid\":");
+    enc_string(L, b, kid, n);
+  }
+  if (hidx) {
+    enc_members(L, b, hidx, 1, &first);
+    lua_remove(L, hidx);
+  }
+  sb_addc(b, '}');
+}
+
+/* Appends ".signature" over b's contents and pushes the token. */
+static int sign_finish(lua_State *L, sbuf *b, int keyarg, const key *k) {
+  unsigned char sig[ED_SIG];
+  size_t siglen = HS_SIG;
+  if (k->kind == KEY_HS)
+    hs256(k, b->p, b->n, sig);
+  else {
+    unsigned char seed[ED_SEED], pk[ED_PK], sk[crypto_sign_SECRETKEYBYTES];
+    int has_d, foreign;
+    jwk_read(L, keyarg, pk, seed, &has_d, &foreign);  /* validated by key_load */
+    crypto_sign_seed_keypair(pk, sk, seed);
+    crypto_sign_detached(sig, NULL, (const unsigned char *)b->p, b->n, sk);
+    sodium_memzero(seed, sizeof seed);
+    sodium_memzero(sk, sizeof sk);
+    siglen = ED_SIG;
+  }
+  sb_addc(b, '.');
+  b64_encode(b, sig, siglen);
+  if (b->n > TOK_MAX)
+    return luaL_error(L, "tododb.token: token longer than %d bytes", TOK_MAX);
+  lua_pushlstring(L, b->p, b->n);
+  return 1;
+}
+
+static const char *const sign_opts[] = { "kid", "header", "expires_in", "now", NULL };
+
+/* token.sign(claims, key [, opts]) -> compact JWS (opts: kid, header,
+ * expires_in, now) */
+static int token_sign(lua_State *L) {
+  key k;
+  sbuf hb, pb, out;
+  int has, first = 1;
+  double exp_in, now;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  key_load(L, 2, &k, 1);
+  has = opts_check(L, 3, sign_opts);
+  exp_in = opt_num(L, 3, has, "expires_in", 0);
+  now = opt_num(L, 3, has, "now", (double)time(NULL));
+  if (exp_in < 0) luaL_argerror(L, 3, "opts.expires_in must not be negative");
+  lua_settop(L, 3);
+  if (enc_array_len(L, 1)) luaL_argerror(L, 1, "claims must be a table with string keys");
+  sb_init(L, &hb, JSON_OUT_MAX);
+  enc_header(L, &hb, 2, &k, 3, has, 1);
+  sb_init(L, &pb, JSON_OUT_MAX);
+  sb_addc(&pb, '{');
+  enc_members(L, &pb, 1, 0, &first);
+  if (has) {
+    lua_getfield(L, 3, "expires_in");
+    if (!lua_isnil(L, -1)) {
+      lua_getfield(L, 1, "iat");
+      if (lua_isnil(L, -1)) {
+        lua_pushnumber(L, (lua_Number)floor(now));
+        sb_adds(&pb, first ? "\"iat\":" : ",\"iat\":");
+        enc_number(L, &pb, lua_gettop(L));
+        first = 0;
+        lua_pop(L, 1);
+      }
+      lua_getfield(L, 1, "exp");
+      if (lua_isnil(L, -1)) {
+        lua_pushnumber(L, (lua_Number)floor(now + exp_in));
+        sb_adds(&pb, first ? "\"exp\":" : ",\"exp\":");
+        enc_number(L, &pb, lua_gettop(L));
+        lua_pop(L, 1);
+      }
+      lua_pop(L, 2);
+    }
+    lua_pop(L, 1);
+  }
+  sb_addc(&pb, '}');
+  sb_init(L, &out, 2 * TOK_MAX);
+  b64_encode(&out, (const unsigned char *)hb.p, hb.n);
+  sb_addc(&out, '.');
+  b64_encode(&out, (const unsigned char *)pb.p, pb.n);
+  return sign_finish(L, &out, 2, &k);
+}
+
+static const char *const sign_payload_opts[] = { "kid", "header", NULL };
+
+/* token.sign_payload(payload, key [, opts]) -> compact JWS over any bytes
+ * (opts: kid, header; no default typ) */
+static int token_sign_payload(lua_State *L) {
+  key k;
+  sbuf hb, out;
+  size_t n;
+  const char *payload;
+  int has;
+  luaL_checktype(L, 1, LUA_TSTRING);
+  payload = lua_tolstring(L, 1, &n);
+  key_load(L, 2, &k, 1);
+  has = opts_check(L, 3, sign_payload_opts);
+  lua_settop(L, 3);
+  if (n > SEG_MAX) luaL_argerror(L, 1, "payload too long for a token");
+  sb_init(L, &hb, JSON_OUT_MAX);
+  enc_header(L, &hb, 2, &k, 3, has, 0);
+  sb_init(L, &out, 2 * TOK_MAX);
+  b64_encode(&out, (const unsigned char *)hb.p, hb.n);
+  sb_addc(&out, '.');
+  b64_encode(&out, (const unsigned char *)payload, n);
+  return sign_finish(L, &out, 2, &k);
+}
+
+/* Verification ----------------------------------------------------------- */
+/* Picks the key for the header at hidx into pk (EdDSA keys). */
+static const char *select_key(lua_State *L, int keyarg, key *k, int hidx) {
+  size_t kidn = 0, n;
+  const char *kid, *s, *why = NULL;
+  int bad = 0, i, nk, found = 0, has_d, foreign;
+  kid = field_str(L, hidx, "kid", &kidn, &bad);
+  if (bad) return "malformed token: kid is not a string";
+  if (k->kind == KEY_HS) return NULL;
+  if (k->kind == KEY_JWK) {
+    s = field_str(L, keyarg, "kid", &n, &bad);
+    if (kid && s && (n != kidn || memcmp(s, kid, n) != 0)) return "unknown key id";
+    return NULL;
+  }
+  lua_getfield(L, keyarg, "keys");
+  nk = (int)tdb_rawlen(L, -1);
+  for (i = 1; i <= nk && !found; i++) {
+    lua_rawgeti(L, -1, i);
+    if (lua_istable(L, -1) &&
+        !jwk_read(L, lua_gettop(L), k->pk, NULL, &has_d, &foreign)) {
+      if (!kid) found = k->nusable == 1;
+      else {
+        s = field_str(L, lua_gettop(L), "kid", &n, &bad);
+        found = s && n == kidn && memcmp(s, kid, n) == 0;
+      }
+    }
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  if (!found) why = kid ? "unknown key id" : "token has no kid and the key set has several keys";
+  return why;
+}
+
+/* Checks the token (arg 1) against the key; on success pushes the payload
+ * bytes and returns NULL, else returns why with the stack unchanged. dec
+ * and scratch hold SEG_MAX bytes each. */
+static const char *jws_check(lua_State *L, int keyarg, key *k, char *dec, char *scratch) {
+  size_t n, hn, pn, sn;
+  const char *tok = lua_tolstring(L, 1, &n), *d1, *d2, *s, *why = NULL;
+  unsigned char sig[ED_SIG], mac[HS_SIG];
+  long len;
+  int top = lua_gettop(L), bad = 0;
+  size_t want = k->kind == KEY_HS ? HS_SIG : ED_SIG;
+  if (n == 0) return "malformed token: empty";
+  if (n > TOK_MAX) return "malformed token: too long";
+  if (!(d1 = memchr(tok, '.', n)) ||
+      !(d2 = memchr(d1 + 1, '.', n - (size_t)(d1 + 1 - tok))) ||
+      memchr(d2 + 1, '.', n - (size_t)(d2 + 1 - tok)))
+    return "malformed token: not three segments";
+  hn = (size_t)(d1 - tok);
+  pn = (size_t)(d2 - d1 - 1);
+  sn = n - (size_t)(d2 + 1 - tok);
+  if ((len = b64_decode(tok, hn, (unsigned char *)dec, SEG_MAX)) <= 0)
+    return "malformed token: header is not base64url";
+  if (!json_decode(L, dec, (size_t)len, scratch) || !lua_istable(L, -1)) {
+    lua_settop(L, top);
+    return "malformed token: header is not a JSON object";
+  }
+  s = field_str(L, top + 1, "alg", &n, &bad);
+  if (!streq(s, n, k->kind == KEY_HS ? "HS256" : "EdDSA"))
+    why = "algorithm not allowed for this key";
+  else {
+    lua_getfield(L, top + 1, "crit");
+    if (!lua_isnil(L, -1)) why = "unsupported critical header parameter";
+    lua_pop(L, 1);
+  }
+  if (!why) why = select_key(L, keyarg, k, top + 1);
+  lua_settop(L, top);
+  if (why) return why;
+  if (b64_decode(d2 + 1, sn, sig, sizeof sig) != (long)want)
+    return "malformed token: bad signature encoding";
+  if (k->kind == KEY_HS) {
+    hs256(k, tok, (size_t)(d2 - tok), mac);
+    bad = sodium_memcmp(mac, sig, HS_SIG) != 0;
+  } else
+    bad = crypto_sign_verify_detached(sig, (const unsigned char *)tok,
+                                      (size_t)(d2 - tok), k->pk) != 0;
+  if (bad) return "bad signature";
+  if ((len = b64_decode(d1 + 1, pn, (unsigned char *)dec, SEG_MAX)) < 0)
+    return "malformed token: payload is not base64url";
+  lua_pushlstring(L, dec, (size_t)len);
+  return NULL;
+}
+
+/* token.verify_signature(token, key) -> payload bytes | nil, err
+ * (signature, alg and kid only; no claim checks) */
+static int token_verify_signature(lua_State *L) {
+  key k;
+  char dec[SEG_MAX], scratch[SEG_MAX];
+  const char *why;
+  luaL_checktype(L, 1, LUA_TSTRING);
+  key_load(L, 2, &k, 0);
+  lua_settop(L, 2);
+  if ((why = jws_check(L, 2, &k, dec, scratch)))
+    return tdb_push_error(L, "unauthorized", NULL, NULL, "%s", why);
+  return 1;
+}
+
+typedef struct vopts {
+  double now, leeway;
+  int require_exp, require_sub, has;
+} vopts;
+
+/* A time claim: absent (0), valid (1, *v set) or bad (-1). */
+static int time_claim(lua_State *L, int t, const char *name, double *v) {
+  int r = 1;
+  lua_getfield(L, t, name);
+  if (lua_isnil(L, -1)) r = 0;
+  else if (lua_type(L, -1) != LUA_TNUMBER) r = -1;
+  else {
+    *v = (double)lua_tonumber(L, -1);
+    if (!isfinite(*v) || *v < 0 || *v > TIME_MAX) r = -1;
+  }
+  lua_pop(L, 1);
+  return r;
+}
+
+/* 1 when the string at -1 equals opts.audience (a string) or one of its
+ * elements (an array of strings). */
+static int aud_accepted(lua_State *L, int optarg) {
+  size_t n, an;
+  const char *a = lua_tolstring(L, -1, &an), *s;
+  int i, ok = 0;
+  lua_getfield(L, optarg, "audience");
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    s = lua_tolstring(L, -1, &n);
+    ok = n == an && memcmp(s, a, n) == 0;
+  } else
+    for (i = 1; !ok && i <= (int)tdb_rawlen(L, -1); i++) {
+      lua_rawgeti(L, -1, i);
+      s = lua_tolstring(L, -1, &n);
+      ok = n == an && memcmp(s, a, n) == 0;
+      lua_pop(L, 1);
+    }
+  lua_pop(L, 1);
+  return ok;
+}
+
+static const char *check_claims(lua_State *L, int t, int optarg, const vopts *o) {
+  double v;
+  int r, i, ok = 0, want = 0, len;
+  size_t n, in;
+  const char *s, *iss;
+  if ((r = time_claim(L, t, "exp", &v)) < 0) return "exp is not a valid NumericDate";
+  if (r == 0 && o->require_exp) return "token has no exp";
+  if (r == 1 && o->now - o->leeway >= v) return "token expired";
+  if ((r = time_claim(L, t, "nbf", &v)) < 0) return "nbf is not a valid NumericDate";
+  if (r == 1 && o->now + o->leeway < v) return "token not yet valid (nbf)";
+  if ((r = time_claim(L, t, "iat", &v)) < 0) return "iat is not a valid NumericDate";
+  if (r == 1 && o->now + o->leeway < v) return "token issued in the future (iat)";
+  lua_getfield(L, t, "sub");
+  r = lua_type(L, -1);
+  s = r == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+  lua_pop(L, 1);
+  if (r == LUA_TNIL) { if (o->require_sub) return "token has no sub"; }
+  else if (!s || n == 0) return "sub is not a non-empty string";
+  iss = opt_str(L, optarg, o->has, "issuer", &in);
+  if (iss) {
+    lua_getfield(L, t, "iss");
+    s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
+    lua_pop(L, 1);
+    if (!s || n != in || memcmp(s, iss, n) != 0) return "wrong issuer";
+  }
+  if (o->has) {
+    lua_getfield(L, optarg, "audience");
+    want = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, t, "aud");
+  r = lua_type(L, -1);
+  if (r == LUA_TNIL) ok = want ? -3 : 1;
+  else if (r == LUA_TSTRING) ok = !want ? -1 : aud_accepted(L, optarg);
+  else if (r == LUA_TTABLE && (len = (int)tdb_rawlen(L, -1)) > 0) {
+    for (i = 1; ok == 0 && i <= len; i++) {
+      lua_rawgeti(L, -1, i);
+      if (lua_type(L, -1) != LUA_TSTRING) ok = -2;
+      lua_pop(L, 1);
+    }
+    if (ok == 0 && !want) ok = -1;
+    for (i = 1; ok == 0 && i <= len; i++) {
+      lua_rawgeti(L, -1, i);
+      ok = aud_accepted(L, optarg);
+      lua_pop(L, 1);
+    }
+  } else
+    ok = -2;
+  lua_pop(L, 1);
+  switch (ok) {
+  case 1: return NULL;
+  case -1: return "token has an audience but opts.audience was not given";
+  case -2: return "aud is not a string or an array of strings";
+  case -3: return "token has no aud";
+  default: return "wrong audience";
+  }
+}
+
+static const char *const verify_opts[] = {
+  "now", "leeway", "audience", "issuer", "require_exp", "require_sub", NULL
+};
+
+/* token.verify(token, key [, opts]) -> claims | nil, err (opts: now,
+ * leeway, audience, issuer, require_exp, require_sub) */
+static int token_verify(lua_State *L) {
+  key k;
+  vopts o;
+  char dec[SEG_MAX], scratch[SEG_MAX];
+  const char *why, *p;
+  size_t n;
+  int i;
+  luaL_checktype(L, 1, LUA_TSTRING);
+  key_load(L, 2, &k, 0);
+  o.has = opts_check(L, 3, verify_opts);
+  lua_settop(L, 3);
+  o.now = opt_num(L, 3, o.has, "now", (double)time(NULL));
+  o.leeway = opt_num(L, 3, o.has, "leeway", 0);
+  if (o.leeway < 0) luaL_argerror(L, 3, "opts.leeway must not be negative");
+  o.require_exp = opt_bool(L, 3, o.has, "require_exp", 1);
+  o.require_sub = opt_bool(L, 3, o.has, "require_sub", 1);
+  opt_str(L, 3, o.has, "issuer", &n);
+  if (o.has) {
+    lua_getfield(L, 3, "audience");
+    if (lua_istable(L, -1)) {
+      for (i = 1; i <= (int)tdb_rawlen(L, -1); i++) {
+        lua_rawgeti(L, -1, i);
+        if (lua_type(L, -1) != LUA_TSTRING)
+          luaL_argerror(L, 3, "opts.audience must be a string or an array of strings");
+        lua_pop(L, 1);
+      }
+    } else if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
+      luaL_argerror(L, 3, "opts.audience must be a string or an array of strings");
+    lua_pop(L, 1);
+  }
+  if ((why = jws_check(L, 2, &k, dec, scratch)))
+    return tdb_push_error(L, "unauthorized", NULL, NULL, "%s", why);
+  p = lua_tolstring(L, -1, &n);
+  for (i = 0; (size_t)i < n && is_ws((unsigned char)p[i]); i++) {}
+  if ((size_t)i == n || p[i] != '{' || !json_decode(L, p, n, scratch))
+    return tdb_push_error(L, "unauthorized", NULL, NULL,
+                          "malformed token: claims are not a JSON object");
+  if ((why = check_claims(L, lua_gettop(L), 3, &o)))
+    return tdb_push_error(L, "unauthorized", NULL, NULL, "%s", why);
+  return 1;
+}
+
+/* Keys for users and tests ----------------------------------------------- */
+/* RFC 7638 thumbprint of an Ed25519 public key, pushed as base64url. */
+static void push_thumbprint(lua_State *L, const unsigned char pk[ED_PK]) {
+  unsigned char h[crypto_hash_sha256_BYTES];
+  sbuf b;
+  sb_init(L, &b, 256);
+  sb_adds(&b, "{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":\"");
+  b64_encode(&b, pk, ED_PK);
+  sb_adds(&b, "\"}");
+  crypto_hash_sha256(h, (const unsigned char *)b.p, b.n);
+  b.n = 0;
+  b64_encode(&b, h, sizeof h);
+  lua_pushlstring(L, b.p, b.n);
+  lua_remove(L, b.idx);
+}
+
+static void push_b64(lua_State *L, const unsigned char *s, size_t n) {
+  sbuf b;
+  sb_init(L, &b, 4 * n + 8);
+  b64_encode(&b, s, n);
+  lua_pushlstring(L, b.p, b.n);
+  lua_remove(L, b.idx);
+}
+
+/* Pushes {kty, crv, x [, d] [, kid]}; the kid is at kididx (0: none). */
+static void push_jwk(lua_State *L, const unsigned char pk[ED_PK],
+                     const unsigned char *seed, int kididx) {
+  lua_createtable(L, 0, 5);
+  lua_pushliteral(L, "OKP");
+  lua_setfield(L, -2, "kty");
+  lua_pushliteral(L, "Ed25519");
+  lua_setfield(L, -2, "crv");
+  push_b64(L, pk, ED_PK);
+  lua_setfield(L, -2, "x");
+  if (seed) {
+    push_b64(L, seed, ED_SEED);
+    lua_setfield(L, -2, "d");
+  }
+  if (kididx && !lua_isnil(L, kididx)) {
+    lua_pushvalue(L, kididx);
+    lua_setfield(L, -2, "kid");
+  }
+}
+
+static const char *const keypair_opts[] = { "seed", "kid", NULL };
+
+/* token.ed25519_keypair([opts]) -> private_jwk, public_jwk (opts: seed, a
+ * 32-byte string; kid, default the RFC 7638 thumbprint) */
+static int token_ed25519_keypair(lua_State *L) {
+  unsigned char pk[ED_PK], sk[crypto_sign_SECRETKEYBYTES], seed[ED_SEED];
+  size_t sn = 0, kn = 0;
+  int has = opts_check(L, 1, keypair_opts);
+  const char *s = opt_str(L, 1, has, "seed", &sn);
+  const char *kid = opt_str(L, 1, has, "kid", &kn);
+  lua_settop(L, 1);
+  if (s) {
+    if (sn != ED_SEED) luaL_argerror(L, 1, "opts.seed must be 32 bytes");
+    memcpy(seed, s, ED_SEED);
+    crypto_sign_seed_keypair(pk, sk, seed);
+  } else {
+    crypto_sign_keypair(pk, sk);
+    memcpy(seed, sk, ED_SEED);               /* libsodium: sk = seed || pk */
+  }
+  sodium_memzero(sk, sizeof sk);
+  if (kid) lua_pushlstring(L, kid, kn);
+  else push_thumbprint(L, pk);
+  push_jwk(L, pk, seed, 2);
+  push_jwk(L, pk, NULL, 2);
+  sodium_memzero(seed, sizeof seed);
+  return 2;
+}
+
+/* token.jwk_public(jwk) -> public JWK {kty, crv, x [, kid]} (from a private
+ * or public Ed25519 JWK, table or JSON) */
+static int token_jwk_public(lua_State *L) {
+  key k;
+  key_load(L, 1, &k, 0);
+  if (k.kind != KEY_JWK) luaL_argerror(L, 1, "an Ed25519 JWK expected");
+  lua_settop(L, 1);
+  lua_getfield(L, 1, "kid");
+  if (lua_type(L, 2) != LUA_TSTRING) { lua_pop(L, 1); lua_pushnil(L); }
+  push_jwk(L, k.pk, NULL, 2);
+  return 1;
+}
+
+/* token.jwk_thumbprint(jwk) -> RFC 7638 SHA-256 thumbprint, base64url */
+static int token_jwk_thumbprint(lua_State *L) {
+  key k;
+  key_load(L, 1, &k, 0);
+  if (k.kind != KEY_JWK) luaL_argerror(L, 1, "an Ed25519 JWK expected");
+  push_thumbprint(L, k.pk);
+  return 1;
+}
+
+/* token.base64url_encode(bytes) -> text without padding */
+static int token_b64_encode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  sbuf b;
+  if (n > JSON_OUT_MAX) luaL_argerror(L, 1, "string too long");
+  sb_init(L, &b, JSON_OUT_MAX / 3 * 4 + 8);
+  b64_encode(&b, (const unsigned char *)s, n);
+  lua_pushlstring(L, b.p, b.n);
+  return 1;
+}
+
+/* token.base64url_decode(text) -> bytes | nil, err (strict: no padding) */
+static int token_b64_decode(lua_State *L) {
+  size_t n;
+  const char *s = luaL_checklstring(L, 1, &n);
+  unsigned char *out = (unsigned char *)tdb_newudata(L, n / 4 * 3 + 3);
+  long len = b64_decode(s, n, out, n / 4 * 3 + 3);
+  if (len < 0) return tdb_push_error(L, "invalid", NULL, NULL, "not base64url");
+  lua_pushlstring(L, (const char *)out, (size_t)len);
+  return 1;
+}
+
+static const luaL_Reg token_funcs[] = {
+  { "sign", token_sign },
+  { "sign_payload", token_sign_payload },
+  { "verify", token_verify },
+  { "verify_signature", token_verify_signature },
+  { "ed25519_keypair", token_ed25519_keypair },
+  { "jwk_public", token_jwk_public },
+  { "jwk_thumbprint", token_jwk_thumbprint },
+  { "base64url_encode", token_b64_encode },
+  { "base64url_decode", token_b64_decode },
+  { NULL, NULL }
+};
+
 void tdb_token_open(lua_State *L) {
-  (void)L;
+  lua_newtable(L);
+  luaL_setfuncs(L, token_funcs, 0);
+  lua_pushinteger(L, TOK_MAX);
+  lua_setfield(L, -2, "max_size");
+  lua_setfield(L, -2, "token");
 }

@@ -1,3 +1,373 @@
-/* user.c: the User object and account operations. */
+/* user.c: the User object and account operations (methods of Connection).
+ * A User never holds the password hash; nothing here returns it to Lua. */
+#include <string.h>
+#include <sodium.h>
 #include "tdb.h"
-void tdb_user_open(lua_State *L) { (void)L; }
+
+#define PASSWORD_MIN 8
+#define PASSWORD_MAX 1024
+#define LIST_MAX 1000
+#define AUTH_FAILED "invalid email or password"
+
+typedef struct tdb_User {
+  long long id;
+  char email[256];
+  char created_at[32], updated_at[32];
+} tdb_User;
+
+static void copy_text(const PGresult *r, int row, int col, char *out, size_t cap) {
+  snprintf(out, cap, "%s", PQgetvalue(r, row, col));
+}
+
+/* Columns: id, email, created_at, updated_at. */
+void tdb_push_user(lua_State *L, const PGresult *r, int row) {
+  tdb_User *u = tdb_newudata(L, sizeof *u);
+  u->id = tdb_parse_int8(PQgetvalue(r, row, 0));
+  copy_text(r, row, 1, u->email, sizeof u->email);
+  if (!tdb_iso_utc(PQgetvalue(r, row, 2), u->created_at))
+    copy_text(r, row, 2, u->created_at, sizeof u->created_at);
+  if (!tdb_iso_utc(PQgetvalue(r, row, 3), u->updated_at))
+    copy_text(r, row, 3, u->updated_at, sizeof u->updated_at);
+  luaL_setmetatable(L, TDB_USER_MT);
+}
+
+static tdb_User *check_user(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, TDB_USER_MT);
+}
+
+long long tdb_user_id(lua_State *L, int idx) {
+  tdb_User *u = luaL_testudata(L, idx, TDB_USER_MT);
+  long long id;
+  if (u) return u->id;
+  if (tdb_checkid(L, idx, &id) != 1)
+    luaL_argerror(L, idx, "user id must be an integer in int8 range");
+  return id;
+}
+
+/* ---- the object --------------------------------------------------------- */
+
+static int push_field(lua_State *L, const tdb_User *u, const char *k) {
+  if (!strcmp(k, "id")) tdb_pushint64(L, u->id);
+  else if (!strcmp(k, "email")) lua_pushstring(L, u->email);
+  else if (!strcmp(k, "created_at")) lua_pushstring(L, u->created_at);
+  else if (!strcmp(k, "updated_at")) lua_pushstring(L, u->updated_at);
+  else return 0;
+  return 1;
+}
+
+/* user:to_table() -> { id, email, created_at, updated_at } */
+static int user_to_table(lua_State *L) {
+  static const char *const fields[] = { "id", "email", "created_at", "updated_at", NULL };
+  tdb_User *u = check_user(L, 1);
+  lua_createtable(L, 0, 4);
+  for (int i = 0; fields[i]; i++) {
+    push_field(L, u, fields[i]);
+    lua_setfield(L, -2, fields[i]);
+  }
+  return 1;
+}
+
+/* user.field, user:to_table() */
+static int user_index(lua_State *L) {
+  tdb_User *u = check_user(L, 1);
+  const char *k = luaL_checkstring(L, 2);
+  if (push_field(L, u, k)) return 1;
+  if (!strcmp(k, "to_table")) { lua_pushcfunction(L, user_to_table); return 1; }
+  return 0;
+}
+
+static int user_newindex(lua_State *L) {
+  return luaL_error(L, "tododb.User is read-only");
+}
+
+/* a == b: the same account. */
+static int user_eq(lua_State *L) {
+  lua_pushboolean(L, check_user(L, 1)->id == check_user(L, 2)->id);
+  return 1;
+}
+
+/* tostring(user) -> tododb.User(3, alice@example.com) */
+static int user_tostring(lua_State *L) {
+  tdb_User *u = check_user(L, 1);
+  char id[24];
+  snprintf(id, sizeof id, "%lld", u->id);
+  lua_pushfstring(L, "tododb.User(%s, %s)", id, u->email);
+  return 1;
+}
+
+/* ---- arguments ---------------------------------------------------------- */
+
+/* A required string argument or table field: raises when it is not a string. */
+static const char *check_str(lua_State *L, int idx, const char *what, size_t *n) {
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_error(L, "bad argument (%s must be a string, got %s)", what, luaL_typename(L, idx));
+  return lua_tolstring(L, idx, n);
+}
+
+static int check_password(lua_State *L, size_t n) {
+  if (n < PASSWORD_MIN || n > PASSWORD_MAX)
+    return tdb_push_error(L, "invalid", "password", NULL,
+                          "password must be 8 to 1024 bytes");
+  return 0;
+}
+
+/* Normalises the email at idx into buf; 0 ok, 2 with nil, err pushed. */
+static int check_email(lua_State *L, int idx, char *buf) {
+  size_t n, len;
+  const char *s = check_str(L, idx, "email", &n);
+  const char *msg = tdb_check_email(s, n, buf, &len);
+  if (msg) return tdb_push_error(L, "invalid", "email", NULL, "%s", msg);
+  return 0;
+}
+
+/* Reads an id argument: 0 ok; else nil, err pushed (2). */
+static int read_id(lua_State *L, int idx, long long *id, char *buf) {
+  int k = tdb_checkid(L, idx, id);
+  if (k == 0) return tdb_push_error(L, "invalid", "id", NULL, "id must be an integer");
+  if (k < 0) return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
+  snprintf(buf, 24, "%lld", *id);
+  return 0;
+}
+
+/* Returns the single-row result as a User, or not_found. */
+static int one_user(lua_State *L, PGresult *r) {
+  if (!r) return 2;
+  if (PQntuples(r) == 0) {
+    PQclear(r);
+    return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
+  }
+  tdb_push_user(L, r, 0);
+  PQclear(r);
+  return 1;
+}
+
+static int conflict_email(lua_State *L) {
+  lua_pop(L, 2);
+  return tdb_push_error(L, "conflict", "email", "23505",
+                        "an account with this email already exists");
+}
+
+/* Is the error pushed at the top a unique violation? */
+static int is_unique_violation(lua_State *L) {
+  int yes;
+  lua_getfield(L, -1, "sqlstate");
+  yes = lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), "23505");
+  lua_pop(L, 1);
+  return yes;
+}
+
+/* ---- account operations ------------------------------------------------- */
+
+/* db:create_user{ email =, password = } -> User | nil, err */
+static int user_create(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  char email[TDB_EMAIL_BUF], hash[crypto_pwhash_STRBYTES];
+  const char *pw, *vals[2];
+  size_t pwn;
+  PGresult *r;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_getfield(L, 2, "email");
+  lua_getfield(L, 2, "password");
+  pw = check_str(L, -1, "password", &pwn);
+  if (check_email(L, -2, email) || check_password(L, pwn)) return 2;
+  if (!tdb_password_hash(c, pw, pwn, hash))
+    return tdb_push_error(L, "internal", NULL, NULL, "password hashing failed (out of memory)");
+  vals[0] = email;
+  vals[1] = hash;
+  r = tdb_run(L, c, NULL, TDB_SQL_USER_INSERT, vals);
+  sodium_memzero(hash, sizeof hash);
+  if (!r) return is_unique_violation(L) ? conflict_email(L) : 2;
+  return one_user(L, r);
+}
+
+/* db:authenticate(email, password) -> User | nil, err (unauthorized)
+ * The same answer, at the same cost, for an unknown email and a wrong
+ * password; a hash made with weaker parameters is upgraded on success. */
+static int user_authenticate(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  char email[TDB_EMAIL_BUF], hash[crypto_pwhash_STRBYTES];
+  size_t en, pwn, len;
+  const char *e = check_str(L, 2, "email", &en);
+  const char *pw = check_str(L, 3, "password", &pwn);
+  const char *vals[3];
+  PGresult *r;
+  if (pwn > PASSWORD_MAX) pwn = PASSWORD_MAX;   /* never hash megabytes */
+  if (tdb_check_email(e, en, email, &len) != NULL) {
+    tdb_password_dummy(c, pw, pwn);
+    return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
+  }
+  vals[0] = email;
+  if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_AUTH, vals)) == NULL) return 2;
+  if (PQntuples(r) == 0) {
+    PQclear(r);
+    tdb_password_dummy(c, pw, pwn);
+    return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
+  }
+  if (!tdb_password_verify(PQgetvalue(r, 0, 4), pw, pwn)) {
+    PQclear(r);
+    return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
+  }
+  tdb_push_user(L, r, 0);
+  if (tdb_password_needs_rehash(c, PQgetvalue(r, 0, 4)) && tdb_password_hash(c, pw, pwn, hash)) {
+    PGresult *u;
+    vals[0] = PQgetvalue(r, 0, 0);
+    vals[1] = hash;
+    vals[2] = PQgetvalue(r, 0, 4);
+    if ((u = tdb_run(L, c, NULL, TDB_SQL_USER_SET_HASH, vals)) != NULL) PQclear(u);
+    else lua_pop(L, 2);                 /* the login stands; next one retries */
+    sodium_memzero(hash, sizeof hash);
+  }
+  PQclear(r);
+  return 1;
+}
+
+/* db:get_user(id) -> User | nil, err */
+static int user_get(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  long long id;
+  char buf[24];
+  const char *vals[1] = { buf };
+  if (read_id(L, 2, &id, buf)) return 2;
+  return one_user(L, tdb_run(L, c, NULL, TDB_SQL_USER_BY_ID, vals));
+}
+
+/* db:find_user(email) -> User | nil, err */
+static int user_find(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  char email[TDB_EMAIL_BUF];
+  const char *vals[1] = { email };
+  if (check_email(L, 2, email)) return 2;
+  return one_user(L, tdb_run(L, c, NULL, TDB_SQL_USER_BY_EMAIL, vals));
+}
+
+/* db:change_password(id, old, new) -> true | nil, err */
+static int user_change_password(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  long long id;
+  char buf[24], hash[crypto_pwhash_STRBYTES];
+  size_t on, nn;
+  const char *old = check_str(L, 3, "old password", &on);
+  const char *new = check_str(L, 4, "new password", &nn);
+  const char *vals[3] = { buf };
+  PGresult *r, *u;
+  int ok;
+  if (read_id(L, 2, &id, buf) || check_password(L, nn)) return 2;
+  if (on > PASSWORD_MAX) on = PASSWORD_MAX;
+  if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_HASH, vals)) == NULL) return 2;
+  if (PQntuples(r) == 0) {
+    PQclear(r);
+    return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
+  }
+  if (!tdb_password_verify(PQgetvalue(r, 0, 4), old, on)) {
+    PQclear(r);
+    return tdb_push_error(L, "unauthorized", "password", NULL, "the old password is wrong");
+  }
+  if (!tdb_password_hash(c, new, nn, hash)) {
+    PQclear(r);
+    return tdb_push_error(L, "internal", NULL, NULL, "password hashing failed (out of memory)");
+  }
+  vals[1] = hash;
+  vals[2] = PQgetvalue(r, 0, 4);
+  u = tdb_run(L, c, NULL, TDB_SQL_USER_SET_HASH, vals);
+  sodium_memzero(hash, sizeof hash);
+  PQclear(r);
+  if (!u) return 2;
+  ok = PQntuples(u) == 1;
+  PQclear(u);
+  if (!ok)
+    return tdb_push_error(L, "conflict", "password", NULL,
+                          "the password was changed at the same time; try again");
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* db:change_email(id, new_email) -> User | nil, err */
+static int user_change_email(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  long long id;
+  char buf[24], email[TDB_EMAIL_BUF];
+  const char *vals[2] = { buf, email };
+  PGresult *r;
+  if (read_id(L, 2, &id, buf) || check_email(L, 3, email)) return 2;
+  if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_SET_EMAIL, vals)) == NULL)
+    return is_unique_violation(L) ? conflict_email(L) : 2;
+  return one_user(L, r);
+}
+
+/* db:delete_user(id) -> number of todos deleted with it | nil, err */
+static int user_delete(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  long long id;
+  char buf[24];
+  const char *vals[1] = { buf };
+  PGresult *r;
+  if (read_id(L, 2, &id, buf)) return 2;
+  /* As the user, so that row-level security lets the count see its todos. */
+  if ((r = tdb_run(L, c, buf, TDB_SQL_USER_DELETE, vals)) == NULL) return 2;
+  if (PQntuples(r) == 0) {
+    PQclear(r);
+    return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
+  }
+  tdb_pushint64(L, tdb_parse_int8(PQgetvalue(r, 0, 1)));
+  PQclear(r);
+  return 1;
+}
+
+/* db:list_users{ after = id, limit = n (1-1000, default 100) } -> { User… } */
+static int user_list(lua_State *L) {
+  tdb_Conn *c = tdb_checkconn(L, 1);
+  long long after = 0, limit = 100;
+  char a[24], l[24];
+  const char *vals[2] = { a, l };
+  PGresult *r;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "after");
+    if (!lua_isnil(L, -1) && tdb_checkid(L, -1, &after) != 1)
+      return tdb_push_error(L, "invalid", "after", NULL, "after must be a user id");
+    lua_getfield(L, 2, "limit");
+    if (!lua_isnil(L, -1) && (tdb_checkid(L, -1, &limit) != 1 || limit < 1 || limit > LIST_MAX))
+      return tdb_push_error(L, "invalid", "limit", NULL, "limit must be 1 to 1000");
+  }
+  snprintf(a, sizeof a, "%lld", after);
+  snprintf(l, sizeof l, "%lld", limit);
+  if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_LIST, vals)) == NULL) return 2;
+  lua_createtable(L, PQntuples(r), 0);
+  for (int i = 0; i < PQntuples(r); i++) {
+    tdb_push_user(L, r, i);
+    lua_rawseti(L, -2, i + 1);
+  }
+  PQclear(r);
+  return 1;
+}
+
+static const luaL_Reg user_methods[] = {
+  { "create_user", user_create },
+  { "authenticate", user_authenticate },
+  { "get_user", user_get },
+  { "find_user", user_find },
+  { "change_password", user_change_password },
+  { "change_email", user_change_email },
+  { "delete_user", user_delete },
+  { "list_users", user_list },
+  { NULL, NULL }
+};
+
+void tdb_user_open(lua_State *L) {
+  luaL_newmetatable(L, TDB_USER_MT);
+  lua_pushcfunction(L, user_index);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, user_newindex);
+  lua_setfield(L, -2, "__newindex");
+  lua_pushcfunction(L, user_eq);
+  lua_setfield(L, -2, "__eq");
+  lua_pushcfunction(L, user_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_getmetatable(L, TDB_CONN_MT);             /* account methods on Connection */
+  lua_getfield(L, -1, "__index");
+  luaL_setfuncs(L, user_methods, 0);
+  lua_pop(L, 2);
+  lua_pushinteger(L, (lua_Integer)sizeof(tdb_User));
+  lua_setfield(L, -2, "user_size");
+}
