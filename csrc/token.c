@@ -570,6 +570,13 @@ static int json_decode(lua_State *L, const char *s, size_t n, char *scratch) {
   return 0;
 }
 
+/* Like json_decode, but the text must hold a JSON object. */
+static int json_object(lua_State *L, const char *s, size_t n, char *scratch) {
+  size_t i = 0;
+  while (i < n && is_ws((unsigned char)s[i])) i++;
+  return i < n && s[i] == '{' && json_decode(L, s, n, scratch);
+}
+
 /* Keys ------------------------------------------------------------------- */
 enum { KEY_HS = 1, KEY_JWK, KEY_JWKS };
 
@@ -960,10 +967,8 @@ static const char *jws_check(lua_State *L, int keyarg, key *k, char *dec, char *
   sn = n - (size_t)(d2 + 1 - tok);
   if ((len = b64_decode(tok, hn, (unsigned char *)dec, SEG_MAX)) <= 0)
     return "malformed token: header is not base64url";
-  if (!json_decode(L, dec, (size_t)len, scratch) || !lua_istable(L, -1)) {
-    lua_settop(L, top);
+  if (!json_object(L, dec, (size_t)len, scratch))
     return "malformed token: header is not a JSON object";
-  }
   s = field_str(L, top + 1, "alg", &n, &bad);
   if (!streq(s, n, k->kind == KEY_HS ? "HS256" : "EdDSA"))
     why = "algorithm not allowed for this key";
@@ -1141,8 +1146,7 @@ static int token_verify(lua_State *L) {
   if ((why = jws_check(L, 2, &k, dec, scratch)))
     return tdb_push_error(L, "unauthorized", NULL, NULL, "%s", why);
   p = lua_tolstring(L, -1, &n);
-  for (i = 0; (size_t)i < n && is_ws((unsigned char)p[i]); i++) {}
-  if ((size_t)i == n || p[i] != '{' || !json_decode(L, p, n, scratch))
+  if (!json_object(L, p, n, scratch))
     return tdb_push_error(L, "unauthorized", NULL, NULL,
                           "malformed token: claims are not a JSON object");
   if ((why = check_claims(L, lua_gettop(L), 3, &o)))

@@ -3,7 +3,7 @@
 local core = require "tododb.core"
 local migrate = require "tododb.migrate"
 
-local M = { _VERSION = core._VERSION, null = core.null, core = core }
+local M = { _VERSION = core._VERSION, null = core.null, core = core, token = core.token }
 
 -- The URL of the embedded development database (scripts/devdb), if running.
 function M.devdb_url()
@@ -56,5 +56,25 @@ local Connection = debug.getregistry()["tododb.Connection"].__index
 
 function Connection:migrate() return migrate.migrate(self) end
 function Connection:migration_status() return migrate.status(self) end
+
+-- db:session_from_token(token, key [, opts]) -> Session | nil, err
+-- Verifies a bearer token (tododb.token.verify; key decides the algorithm)
+-- and binds a session to its `sub`. A `sub` that is not one of our user ids
+-- is unauthorized unless opts.map_subject(sub, claims) returns a user id.
+function Connection:session_from_token(token, key, opts)
+  local claims, err = core.token.verify(token, key, opts)
+  if not claims then return nil, err end
+  local id = claims.sub
+  if opts and opts.map_subject then
+    id = opts.map_subject(id, claims)
+  elseif not (type(id) == "string" and id:match "^[1-9]%d*$"
+              and (#id < 19 or (#id == 19 and id <= "9223372036854775807"))) then
+    id = nil                            -- decimal user ids in int8 range only
+  end
+  if id == nil then
+    return nil, core.error("unauthorized", "token subject is not a user of this application")
+  end
+  return self:session(id)
+end
 
 return M
