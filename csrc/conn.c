@@ -142,6 +142,8 @@ static PGconn *connect_once(const char *ci, double deadline, char *err,
   return NULL;
 }
 
+static void noop_notice(void *arg, const char *msg) { (void)arg; (void)msg; }
+
 /* Connects with capped exponential backoff within c->connect_timeout.
  * Returns the connection or NULL with nil, err pushed. */
 static PGconn *connect_retry(lua_State *L, tdb_Conn *c) {
@@ -152,7 +154,7 @@ static PGconn *connect_retry(lua_State *L, tdb_Conn *c) {
     PGconn *pg = connect_once(c->conninfo, deadline, err, sizeof err, &retry);
     double left;
     if (pg) {
-      PQsetNoticeProcessor(pg, NULL, NULL);
+      PQsetNoticeProcessor(pg, noop_notice, NULL);
       return pg;
     }
     left = deadline - now_s();
@@ -180,8 +182,6 @@ static int ensure(lua_State *L, tdb_Conn *c) {
   c->generation++;                      /* ad-hoc statement names are gone */
   return 1;
 }
-
-static void noop_notice(void *arg, const char *msg) { (void)arg; (void)msg; }
 
 static int conn_gc(lua_State *L);
 
@@ -231,7 +231,6 @@ static int conn_connect(lua_State *L) {
     lua_call(L, 1, 0);
     return 2;
   }
-  PQsetNoticeProcessor(c->pg, noop_notice, NULL);
   return 1;
 }
 
@@ -311,7 +310,10 @@ static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
   if (!send_stmt(c, id, vals, &prep)) goto out;
   if (prep) cmd[ncmd++] = -3;
   cmd[ncmd++] = -4;
-  if (!PQpipelineSync(c->pg)) goto out;
+out:
+  /* Even after a failed send, sync and drain: the connection must leave
+   * pipeline mode idle, or be broken (and reconnected on the next call). */
+  if (!PQpipelineSync(c->pg)) ncmd = 0;
   for (;;) {
     PGresult *r = PQgetResult(c->pg);
     if (!r) {
@@ -330,7 +332,6 @@ static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
     }
     PQclear(r);
   }
-out:
   PQexitPipelineMode(c->pg);
   if (*err || !main) { PQclear(main); return NULL; }
   return main;
