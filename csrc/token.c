@@ -633,8 +633,10 @@ static const char *jwk_read(lua_State *L, int idx, unsigned char pk[ED_PK],
   field_str(L, idx, "kid", &n, &bad);
   if (bad) return "JWK fields kty, crv, use, alg, kid, x, d must be strings";
   if (d) {
-    if (b64_decode(d, dn, sd, sizeof sd) != ED_SEED)
+    if (b64_decode(d, dn, sd, sizeof sd) != ED_SEED) {
+      sodium_memzero(sd, sizeof sd);
       return "JWK d must be a base64url 32-byte Ed25519 seed";
+    }
     crypto_sign_seed_keypair(pk, sk, sd);
     sodium_memzero(sk, sizeof sk);
     if (seed) memcpy(seed, sd, ED_SEED);
@@ -812,6 +814,20 @@ static void enc_header(lua_State *L, sbuf *b, int keyarg, const key *k, int opta
   sb_addc(b, '}');
 }
 
+/* Starts the token in a new buffer: BASE64URL(header) "." BASE64URL(payload);
+ * raises when the finished token would exceed TOK_MAX. */
+static void sign_start(lua_State *L, sbuf *out, const sbuf *hb, const char *p, size_t pn,
+                       const key *k) {
+  size_t total = (hb->n + 2) / 3 * 4 + 1 + (pn + 2) / 3 * 4 + 1 +
+                 (k->kind == KEY_HS ? 43 : 86);
+  if (pn > TOK_MAX || total > TOK_MAX)
+    luaL_error(L, "tododb.token: token would be longer than %d bytes", TOK_MAX);
+  sb_init(L, out, TOK_MAX);
+  b64_encode(out, (const unsigned char *)hb->p, hb->n);
+  sb_addc(out, '.');
+  b64_encode(out, (const unsigned char *)p, pn);
+}
+
 /* Appends ".signature" over b's contents and pushes the token. */
 static int sign_finish(lua_State *L, sbuf *b, int keyarg, const key *k) {
   unsigned char sig[ED_SIG];
@@ -830,8 +846,6 @@ static int sign_finish(lua_State *L, sbuf *b, int keyarg, const key *k) {
   }
   sb_addc(b, '.');
   b64_encode(b, sig, siglen);
-  if (b->n > TOK_MAX)
-    return luaL_error(L, "tododb.token: token longer than %d bytes", TOK_MAX);
   lua_pushlstring(L, b->p, b->n);
   return 1;
 }
@@ -881,10 +895,7 @@ static int token_sign(lua_State *L) {
     lua_pop(L, 1);
   }
   sb_addc(&pb, '}');
-  sb_init(L, &out, 2 * TOK_MAX);
-  b64_encode(&out, (const unsigned char *)hb.p, hb.n);
-  sb_addc(&out, '.');
-  b64_encode(&out, (const unsigned char *)pb.p, pb.n);
+  sign_start(L, &out, &hb, pb.p, pb.n, &k);
   return sign_finish(L, &out, 2, &k);
 }
 
@@ -903,13 +914,9 @@ static int token_sign_payload(lua_State *L) {
   key_load(L, 2, &k, 1);
   has = opts_check(L, 3, sign_payload_opts);
   lua_settop(L, 3);
-  if (n > SEG_MAX) luaL_argerror(L, 1, "payload too long for a token");
   sb_init(L, &hb, JSON_OUT_MAX);
   enc_header(L, &hb, 2, &k, 3, has, 0);
-  sb_init(L, &out, 2 * TOK_MAX);
-  b64_encode(&out, (const unsigned char *)hb.p, hb.n);
-  sb_addc(&out, '.');
-  b64_encode(&out, (const unsigned char *)payload, n);
+  sign_start(L, &out, &hb, payload, n, &k);
   return sign_finish(L, &out, 2, &k);
 }
 
@@ -1253,8 +1260,8 @@ static int token_b64_encode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
   sbuf b;
-  if (n > JSON_OUT_MAX) luaL_argerror(L, 1, "string too long");
-  sb_init(L, &b, JSON_OUT_MAX / 3 * 4 + 8);
+  luaL_argcheck(L, n < ((size_t)-1) / 4, 1, "string too long");
+  sb_init(L, &b, (n + 2) / 3 * 4 + 8);
   b64_encode(&b, (const unsigned char *)s, n);
   lua_pushlstring(L, b.p, b.n);
   return 1;

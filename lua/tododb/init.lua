@@ -62,11 +62,16 @@ function Connection:migration_status() return migrate.status(self) end
 -- and binds a session to its `sub`. A `sub` that is not one of our user ids
 -- is unauthorized unless opts.map_subject(sub, claims) returns a user id.
 function Connection:session_from_token(token, key, opts)
-  local claims, err = core.token.verify(token, key, opts)
+  local map, vopts = opts and opts.map_subject, opts
+  if map then                            -- verify() refuses options it does not know
+    vopts = {}
+    for k, v in pairs(opts) do if k ~= "map_subject" then vopts[k] = v end end
+  end
+  local claims, err = core.token.verify(token, key, vopts)
   if not claims then return nil, err end
   local id = claims.sub
-  if opts and opts.map_subject then
-    id = opts.map_subject(id, claims)
+  if map then
+    id = map(id, claims)
   elseif not (type(id) == "string" and id:match "^[1-9]%d*$"
               and (#id < 19 or (#id == 19 and id <= "9223372036854775807"))) then
     id = nil                            -- decimal user ids in int8 range only
