@@ -27,7 +27,7 @@ TOP     := $(CURDIR)
 LPATH   := $(TOP)/lua/?.lua;$(TOP)/lua/?/init.lua
 CPATH   := $(TOP)/$(BUILD)/?.so
 
-DEB_PKGS := lua5.4 liblua5.4-dev luajit libluajit2-5.1-dev libpq-dev libsodium-dev \
+DEB_PKGS := lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libpq-dev libsodium-dev \
             postgresql postgresql-contrib lua-busted lua-cjson pkg-config gcc make \
             valgrind nginx libnginx-mod-http-lua curl
 
@@ -48,7 +48,8 @@ help:
 
 # Installs the Debian packages that are missing; a second run does nothing.
 deps:
-	@missing=""; for p in $(DEB_PKGS); do \
+	@command -v dpkg >/dev/null || { echo "deps: not a Debian system; install:$(DEB_PKGS)"; exit 0; }; \
+	missing=""; for p in $(DEB_PKGS); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
@@ -57,13 +58,14 @@ deps:
 	else echo "deps: all installed"; fi
 
 # Every spec under lua5.4, then under luajit; last line: "tests: N passed, M failed".
-test:
+test: deps
 	@$(MAKE) -s LUA=lua5.4 all
 	@$(MAKE) -s LUA=luajit all
 	@scripts/run-specs lua5.4 luajit
 
 # The specs with ASan+UBSan, then under valgrind (lua5.4).
-check: check-asan check-valgrind
+check: deps
+	@$(MAKE) -s check-asan check-valgrind
 check-asan:
 	@$(MAKE) -s LUA=lua5.4 BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
 	  LDFLAGS="-fsanitize=address,undefined" all
