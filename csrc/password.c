@@ -1,5 +1,6 @@
 /* password.c: argon2id through libsodium — hash, verify, needs_rehash and
  * the dummy verification that makes an unknown email cost a real check. */
+#include <stdio.h>
 #include <string.h>
 #include <sodium.h>
 #include "tdb.h"
@@ -46,8 +47,15 @@ int tdb_password_verify(const char *hash, const char *pw, size_t n) {
   return crypto_pwhash_str_verify(hash, pw, n) == 0;
 }
 
+/* Upgrade only: true when the stored hash is not argon2id, or is weaker than
+ * the connection's cost on one axis and stronger on none. A login through a
+ * cheaper connection never replaces a stronger hash. */
 int tdb_password_needs_rehash(tdb_Conn *c, const char *hash) {
-  return crypto_pwhash_str_needs_rehash(hash, c->pwhash_ops, c->pwhash_mem) != 0;
+  unsigned long m_kib, t;
+  unsigned p;
+  if (crypto_pwhash_str_needs_rehash(hash, c->pwhash_ops, c->pwhash_mem) == 0) return 0;
+  if (sscanf(hash, "$argon2id$v=19$m=%lu,t=%lu,p=%u$", &m_kib, &t, &p) != 3) return 1;
+  return (unsigned long long)m_kib * 1024 <= c->pwhash_mem && t <= c->pwhash_ops;
 }
 
 /* One verification that always fails, at the connection's cost. The dummy

@@ -22,9 +22,9 @@ const tdb_Sql tdb_sql[TDB_NSQL] = {
   [TDB_SQL_USER_BY_ID] = { "tdb_user_by_id",
     "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1 },
   [TDB_SQL_USER_BY_EMAIL] = { "tdb_user_by_email",
-    "SELECT " USER_COLS " FROM users WHERE lower(btrim(email)) = $1", 1, 1 },
+    "SELECT " USER_COLS " FROM users WHERE lower(btrim(email)) = lower($1)", 1, 1 },
   [TDB_SQL_USER_AUTH] = { "tdb_user_auth",
-    "SELECT " USER_COLS ", hashed_password FROM users WHERE lower(btrim(email)) = $1", 1, 1 },
+    "SELECT " USER_COLS ", hashed_password FROM users WHERE lower(btrim(email)) = lower($1)", 1, 1 },
   [TDB_SQL_USER_HASH] = { "tdb_user_hash",
     "SELECT " USER_COLS ", hashed_password FROM users WHERE id = $1", 1, 1 },
   /* Compare-and-set: a concurrent password change is not overwritten. */

@@ -191,9 +191,9 @@ static int user_authenticate(lua_State *L) {
   const char *pw = check_str(L, 3, "password", &pwn);
   const char *vals[3];
   PGresult *r;
-  if (pwn > PASSWORD_MAX) pwn = PASSWORD_MAX;   /* never hash megabytes */
-  if (tdb_check_email(e, en, email, &len) != NULL) {
-    tdb_password_dummy(c, pw, pwn);
+  if (pwn > PASSWORD_MAX || tdb_check_email(e, en, email, &len) != NULL) {
+    /* Never hash megabytes; an over-long password never matches. */
+    tdb_password_dummy(c, pw, pwn > PASSWORD_MAX ? PASSWORD_MAX : pwn);
     return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
   }
   vals[0] = email;
@@ -252,13 +252,12 @@ static int user_change_password(lua_State *L) {
   PGresult *r, *u;
   int ok;
   if (read_id(L, 2, &id, buf) || check_password(L, nn)) return 2;
-  if (on > PASSWORD_MAX) on = PASSWORD_MAX;
   if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_HASH, vals)) == NULL) return 2;
   if (PQntuples(r) == 0) {
     PQclear(r);
     return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
   }
-  if (!tdb_password_verify(PQgetvalue(r, 0, 4), old, on)) {
+  if (on > PASSWORD_MAX || !tdb_password_verify(PQgetvalue(r, 0, 4), old, on)) {
     PQclear(r);
     return tdb_push_error(L, "unauthorized", "password", NULL, "the old password is wrong");
   }
