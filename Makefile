@@ -98,3 +98,7 @@ db-stop:
 demo: deps all
 	@scripts/devdb start >/dev/null
 	@eval "$$($(MAKE) -s env)"; lua5.4 examples/demo.lua
+
+# The JSON API of examples/nginx/ on 127.0.0.1:$PORT (default 8080), in the foreground; Ctrl-C stops.
+serve: deps
+	@scripts/serve

@@ -1,0 +1,400 @@
+-- examples/nginx/handler.lua: a JSON todo API over tododb, for nginx with
+-- lua-nginx-module (see examples/nginx/nginx.conf and scripts/serve).
+--
+--   POST   /api/users                  {email, password}        -> 201 user
+--   POST   /api/tokens                 {email, password}        -> 201 {token, token_type, expires_in}
+--   GET    /api/todos?completed=&search=&order=&limit=&after=   -> {items, next}
+--   POST   /api/todos                  {title, description?, completed?} -> 201 todo
+--   GET    /api/todos/{id}                                      -> todo
+--   PATCH  /api/todos/{id}             {title?, description?, completed?} -> todo
+--   DELETE /api/todos/{id}                                      -> 204
+--   POST   /api/todos/complete-all                              -> {updated}
+--   DELETE /api/todos?completed=true                            -> {deleted}
+--
+-- Todo routes need `Authorization: Bearer <token>`. Every error is
+-- {"error":{"code","message","field"}}: invalid 422 (400 for a body that is
+-- not a JSON object or a malformed query), unauthorized 401, not_found 404,
+-- conflict 409, unavailable 503, internal 500, 413 body too large, 415 body
+-- not application/json. Expected failures are logged at info level, an
+-- unavailable database at warn, only real faults at error (never to the client).
+local cjson = require("cjson").new()
+local tododb = require "tododb"
+local tnginx = require "tododb.nginx"
+
+local H = {
+  max_body = 16 * 1024,       -- bytes of JSON a request may carry
+}
+
+cjson.decode_invalid_numbers(false)
+cjson.decode_max_depth(16)
+
+local null = cjson.null       -- the same light userdata as tododb.null
+
+-- JSON output -----------------------------------------------------------------
+-- Our own small encoder: integers (ids) must come out exact, and cjson 2.1.0
+-- prints numbers with at most 14 significant digits; empty arrays must stay [].
+
+local ARRAY = {}              -- metatable marking a table as a JSON array
+local RAW = {}                -- metatable of { "digits" }: an integer as text
+
+local function array(t) return setmetatable(t or {}, ARRAY) end
+
+-- Ids on LuaJIT beyond 2^53 arrive as decimal strings: emit them as numbers.
+local function int(v)
+  if type(v) == "string" and v:match "^%-?%d+$" then return setmetatable({ v }, RAW) end
+  return v
+end
+
+local function encode_number(v)
+  if v ~= v or v == math.huge or v == -math.huge then return "null" end
+  if v == math.floor(v) and v > -2^63 and v < 2^63 then
+    return string.format("%.0f", v)
+  end
+  return string.format("%.17g", v)
+end
+
+local function encode(v)
+  local t = type(v)
+  if v == nil or v == null then return "null"
+  elseif t == "boolean" then return tostring(v)
+  elseif t == "number" then return encode_number(v)
+  elseif t == "string" then return (cjson.encode(v):gsub("\\/", "/"))
+  elseif t == "table" then
+    local mt, out = getmetatable(v), {}
+    if mt == RAW then return v[1] end
+    if mt == ARRAY or v[1] ~= nil then
+      for i = 1, #v do out[i] = encode(v[i]) end
+      return "[" .. table.concat(out, ",") .. "]"
+    end
+    local keys = {}
+    for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+    table.sort(keys)
+    for i, k in ipairs(keys) do out[i] = encode(k) .. ":" .. encode(v[k]) end
+    return "{" .. table.concat(out, ",") .. "}"
+  end
+  return "null"
+end
+
+local function todo_json(t)
+  t.id, t.user_id = int(t.id), int(t.user_id)
+  return t
+end
+
+-- Responses -------------------------------------------------------------------
+
+local STATUS = {
+  invalid = 422, unauthorized = 401, not_found = 404, conflict = 409,
+  unavailable = 503, internal = 500,
+}
+
+-- An error answer: status, body.
+local function fail(status, code, message, field)
+  return status, { error = { code = code, message = message, field = field or null } }
+end
+
+-- Maps a tododb error (plain table) to an answer, logging what is worth it.
+local function db_fail(res)
+  local e = res.error or {}
+  local status = STATUS[e.code] or 500
+  if status >= 500 then
+    ngx.log(status == 503 and ngx.WARN or ngx.ERR, "tododb: ", e.code, ": ",
+            tostring(res.detail or e.message))
+  end
+  if status == 500 then return fail(500, "internal", "internal error") end
+  return fail(status, e.code, e.message or e.code, e.field)
+end
+
+local function send(status, body, headers)
+  ngx.req.discard_body()                -- no-op when the body was read
+  ngx.status = status
+  for k, v in pairs(headers or {}) do ngx.header[k] = v end
+  if status >= 400 and status < 500 then
+    local e = type(body) == "table" and body.error or {}
+    ngx.log(ngx.INFO, "tododb: ", status, " ", tostring(e.code), ": ", tostring(e.message))
+  end
+  if body == nil then return ngx.exit(status) end
+  ngx.header["Content-Type"] = "application/json"
+  ngx.header["Cache-Control"] = "no-store"
+  ngx.print(encode(body), "\n")
+  return ngx.exit(ngx.HTTP_OK)
+end
+
+-- Requests --------------------------------------------------------------------
+
+-- The JSON object in the body: table | nil, status, body.
+local function read_json()
+  local ct = (ngx.var.content_type or ""):lower()
+  if not (ct:match "^%s*application/json%s*$" or ct:match "^%s*application/json%s*;") then
+    return nil, fail(415, "unsupported_media_type", "the body must be application/json")
+  end
+  local len = tonumber(ngx.var.http_content_length or "")
+  if len and len > H.max_body then
+    return nil, fail(413, "too_large", "the body must be at most " .. H.max_body .. " bytes")
+  end
+  ngx.req.read_body()
+  local data = ngx.req.get_body_data()
+  if not data and ngx.req.get_body_file() then
+    return nil, fail(413, "too_large", "the body must be at most " .. H.max_body .. " bytes")
+  end
+  data = data or ""
+  if #data > H.max_body then
+    return nil, fail(413, "too_large", "the body must be at most " .. H.max_body .. " bytes")
+  end
+  local ok, v = pcall(cjson.decode, data)
+  if not ok then return nil, fail(400, "malformed", "the body is not valid JSON") end
+  if type(v) ~= "table" then
+    return nil, fail(400, "malformed", "the body must be a JSON object")
+  end
+  for k in pairs(v) do
+    if type(k) ~= "string" then return nil, fail(400, "malformed", "the body must be a JSON object") end
+  end
+  return v
+end
+
+-- Checks the fields of a JSON object: spec maps name -> "string" |
+-- "string?" (string or null) | "boolean"; required names are listed in req.
+-- Returns nil or status, body (422 naming the field).
+local function check_fields(obj, spec, req)
+  for k, v in pairs(obj) do
+    local want = spec[k]
+    if not want then return fail(422, "invalid", "unknown field '" .. k .. "'", k) end
+    local t = type(v)
+    if want == "string" and t ~= "string" then
+      return fail(422, "invalid", k .. " must be a string", k)
+    elseif want == "string?" and t ~= "string" and v ~= null then
+      return fail(422, "invalid", k .. " must be a string or null", k)
+    elseif want == "boolean" and t ~= "boolean" then
+      return fail(422, "invalid", k .. " must be true or false", k)
+    end
+  end
+  for _, k in ipairs(req or {}) do
+    if obj[k] == nil then return fail(422, "invalid", k .. " is required", k) end
+  end
+end
+
+-- The user id of the bearer token: string | nil, status, body.
+local function authenticate()
+  local h = ngx.var.http_authorization
+  local token = type(h) == "string" and h:match "^%s*[Bb]earer%s+(%S+)%s*$"
+  if not token then
+    return nil, fail(401, "unauthorized", "a bearer token is required")
+  end
+  local key, why = tnginx.secret()
+  if not key then
+    ngx.log(ngx.ERR, "tododb: ", why)
+    return nil, fail(500, "internal", "internal error")
+  end
+  local claims, err = tododb.token.verify(token, key)
+  if not claims then
+    return nil, fail(401, "unauthorized", err and err.message or "invalid token")
+  end
+  local sub = claims.sub
+  if not (type(sub) == "string" and sub:match "^[1-9]%d*$"
+          and (#sub < 19 or (#sub == 19 and sub <= "9223372036854775807"))) then
+    return nil, fail(401, "unauthorized", "token subject is not a user of this application")
+  end
+  return sub
+end
+
+-- Query arguments: table | nil, status, body (400 for malformed ones).
+local function query()
+  local args, err = ngx.req.get_uri_args(32)
+  if err == "truncated" then return nil, fail(400, "malformed", "too many query arguments") end
+  local q = {}
+  for k, v in pairs(args) do
+    if type(v) ~= "string" then
+      return nil, fail(400, "malformed", "query argument '" .. k .. "' must appear once, with a value", k)
+    end
+    q[k] = v
+  end
+  if q.completed ~= nil then
+    if q.completed == "true" then q.completed = true
+    elseif q.completed == "false" then q.completed = false
+    else return nil, fail(400, "malformed", "completed must be true or false", "completed") end
+  end
+  if q.limit ~= nil then
+    if not q.limit:match "^%d+$" or #q.limit > 9 then
+      return nil, fail(400, "malformed", "limit must be an integer", "limit")
+    end
+    q.limit = tonumber(q.limit)
+  end
+  return q
+end
+
+local function call(op, args)
+  local res = tnginx.run(op, args)
+  if not res.ok then return nil, db_fail(res) end
+  return res.value
+end
+
+-- Routes: each returns status, body [, headers] ----------------------------
+
+local TODO_FIELDS = { title = "string", description = "string?", completed = "boolean" }
+local ACCOUNT_FIELDS = { email = "string", password = "string" }
+
+local function todo_input(obj)
+  local t = {}
+  for k, v in pairs(obj) do t[k] = v end
+  if t.description == null then t.description = "" end   -- "" clears, like null
+  return t
+end
+
+local routes = {}
+
+function routes.register()
+  local obj, st, body = read_json()
+  if not obj then return st, body end
+  st, body = check_fields(obj, ACCOUNT_FIELDS, { "email", "password" })
+  if st then return st, body end
+  local u
+  u, st, body = call("register", { email = obj.email, password = obj.password })
+  if not u then return st, body end
+  u.id = int(u.id)
+  return 201, u
+end
+
+function routes.token()
+  local obj, st, body = read_json()
+  if not obj then return st, body end
+  st, body = check_fields(obj, ACCOUNT_FIELDS, { "email", "password" })
+  if st then return st, body end
+  local r
+  r, st, body = call("login", { email = obj.email, password = obj.password })
+  if not r then return st, body end
+  return 201, { token = r.token, token_type = r.token_type, expires_in = r.expires_in }
+end
+
+function routes.list(uid)
+  local q, st, body = query()
+  if not q then return st, body end
+  local page
+  page, st, body = call("list", {
+    user_id = uid, completed = q.completed, search = q.search, order = q.order,
+    limit = q.limit, after = q.after,
+  })
+  if not page then return st, body end
+  local items = array()
+  for i, t in ipairs(page.items or {}) do items[i] = todo_json(t) end
+  return 200, { items = items, next = page.next or null }
+end
+
+function routes.create(uid)
+  local obj, st, body = read_json()
+  if not obj then return st, body end
+  st, body = check_fields(obj, TODO_FIELDS, { "title" })
+  if st then return st, body end
+  local t
+  t, st, body = call("create", { user_id = uid, todo = todo_input(obj) })
+  if not t then return st, body end
+  local id = encode(int(t.id))
+  return 201, todo_json(t), { Location = "/api/todos/" .. id }
+end
+
+function routes.get(uid, id)
+  local t, st, body = call("get", { user_id = uid, id = id })
+  if not t then return st, body end
+  return 200, todo_json(t)
+end
+
+function routes.update(uid, id)
+  local obj, st, body = read_json()
+  if not obj then return st, body end
+  st, body = check_fields(obj, TODO_FIELDS)
+  if st then return st, body end
+  if next(obj) == nil then
+    return fail(422, "invalid", "nothing to update: send title, description or completed")
+  end
+  local t
+  t, st, body = call("update", { user_id = uid, id = id, changes = todo_input(obj) })
+  if not t then return st, body end
+  return 200, todo_json(t)
+end
+
+function routes.delete(uid, id)
+  local ok, st, body = call("delete", { user_id = uid, id = id })
+  if not ok then return st, body end
+  return 204
+end
+
+function routes.complete_all(uid)
+  local n, st, body = call("complete_all", { user_id = uid })
+  if not n then return st, body end
+  return 200, { updated = n }
+end
+
+function routes.delete_completed(uid)
+  local q, st, body = query()
+  if not q then return st, body end
+  if q.completed ~= true then
+    return fail(422, "invalid", "only completed todos can be deleted in bulk: DELETE /api/todos?completed=true",
+                "completed")
+  end
+  local n
+  n, st, body = call("delete_completed", { user_id = uid })
+  if not n then return st, body end
+  return 200, { deleted = n }
+end
+
+-- path -> { METHOD = { route, needs_auth } }, plus the id of /api/todos/{id}.
+local function match(path)
+  if path == "/api/users" then return { POST = { routes.register } } end
+  if path == "/api/tokens" then return { POST = { routes.token } } end
+  if path == "/api/todos" then
+    return { GET = { routes.list, true }, POST = { routes.create, true },
+             DELETE = { routes.delete_completed, true } }
+  end
+  if path == "/api/todos/complete-all" then return { POST = { routes.complete_all, true } } end
+  local id = path:match "^/api/todos/(%d+)$"
+  if id then
+    return { GET = { routes.get, true }, PATCH = { routes.update, true },
+             DELETE = { routes.delete, true } }, id
+  end
+end
+
+local function route()
+  local path = ngx.var.uri:gsub("/+$", "")
+  local methods, id = match(path)
+  if not methods then
+    if path:match "^/api/todos/[^/]+$" then return fail(404, "not_found", "todo not found") end
+    return fail(404, "not_found", "no such resource")
+  end
+  local method = ngx.req.get_method()
+  local r = methods[method]
+  if not r then
+    local allow = {}
+    for m in pairs(methods) do allow[#allow + 1] = m end
+    table.sort(allow)
+    local st, body = fail(405, "method_not_allowed", method .. " is not allowed here")
+    return st, body, { Allow = table.concat(allow, ", ") }
+  end
+  local uid
+  if r[2] then
+    local st, body
+    uid, st, body = authenticate()
+    if not uid then return st, body, { ["WWW-Authenticate"] = 'Bearer realm="tododb"' } end
+  end
+  return r[1](uid, id)
+end
+
+-- content_by_lua_block { require("handler").handle() }
+function H.handle()
+  local ok, status, body, headers = xpcall(route, debug.traceback)
+  if not ok then
+    ngx.log(ngx.ERR, "tododb: handler failed: ", status)
+    status, body = fail(500, "internal", "internal error")
+    headers = nil
+  end
+  return send(status, body, headers)
+end
+
+-- init_worker_by_lua_block { require("handler").init_worker() }
+-- Checks the configuration once per worker; connections open on first use.
+function H.init_worker()
+  local _, why = tnginx.secret()
+  if why then ngx.log(ngx.WARN, "tododb: ", why, "; /api/tokens and todo routes will fail") end
+  ngx.log(ngx.INFO, "tododb: ", tnginx.mode(), " mode",
+          tnginx.mode() == "thread" and (", thread pool '" .. tnginx.pool .. "'") or "")
+end
+
+H.encode = encode
+return H
