@@ -3,8 +3,10 @@
  * same condition again from the transaction-local setting tododb.user_id. */
 #include "tdb.h"
 
-#define TODO_COLS "id, user_id, title, description, completed, created_at, updated_at"
-#define USER_COLS "id, email, created_at, updated_at"
+/* Timestamps as ISO-8601 UTC text whatever the DateStyle and TimeZone. */
+#define TS(c) "to_char(" c " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+#define TODO_COLS "id, user_id, title, description, completed, " TS("created_at") ", " TS("updated_at")
+#define USER_COLS "id, email, " TS("created_at") ", " TS("updated_at")
 /* Listing: keyset pagination on (user_id, id); $2 is the cursor bound. */
 #define LIST(dir, cmp, extra) \
   "SELECT " TODO_COLS " FROM todos WHERE user_id = $1 AND id " cmp " $2" \

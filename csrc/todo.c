@@ -12,8 +12,7 @@ typedef struct tdb_Todo {
 } tdb_Todo;
 
 static void copy_time(const PGresult *r, int row, int col, char *out) {
-  if (!tdb_iso_utc(PQgetvalue(r, row, col), out))
-    snprintf(out, 32, "%s", PQgetvalue(r, row, col));
+  snprintf(out, 32, "%s", PQgetvalue(r, row, col));    /* formatted by sql.c */
 }
 
 /* Columns: id, user_id, title, description, completed, created_at, updated_at. */
@@ -86,8 +85,8 @@ static int todo_newindex(lua_State *L) {
 
 /* a == b: the same todo (same owner and id). */
 static int todo_eq(lua_State *L) {
-  tdb_Todo *a = check_todo(L, 1), *b = check_todo(L, 2);
-  lua_pushboolean(L, a->id == b->id && a->user_id == b->user_id);
+  tdb_Todo *a = luaL_testudata(L, 1, TDB_TODO_MT), *b = luaL_testudata(L, 2, TDB_TODO_MT);
+  lua_pushboolean(L, a && b && a->id == b->id && a->user_id == b->user_id);
   return 1;
 }
 

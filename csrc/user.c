@@ -24,10 +24,8 @@ void tdb_push_user(lua_State *L, const PGresult *r, int row) {
   tdb_User *u = tdb_newudata(L, sizeof *u);
   u->id = tdb_parse_int8(PQgetvalue(r, row, 0));
   copy_text(r, row, 1, u->email, sizeof u->email);
-  if (!tdb_iso_utc(PQgetvalue(r, row, 2), u->created_at))
-    copy_text(r, row, 2, u->created_at, sizeof u->created_at);
-  if (!tdb_iso_utc(PQgetvalue(r, row, 3), u->updated_at))
-    copy_text(r, row, 3, u->updated_at, sizeof u->updated_at);
+  copy_text(r, row, 2, u->created_at, sizeof u->created_at);   /* ISO, by sql.c */
+  copy_text(r, row, 3, u->updated_at, sizeof u->updated_at);
   luaL_setmetatable(L, TDB_USER_MT);
 }
 
@@ -82,7 +80,8 @@ static int user_newindex(lua_State *L) {
 
 /* a == b: the same account. */
 static int user_eq(lua_State *L) {
-  lua_pushboolean(L, check_user(L, 1)->id == check_user(L, 2)->id);
+  tdb_User *a = luaL_testudata(L, 1, TDB_USER_MT), *b = luaL_testudata(L, 2, TDB_USER_MT);
+  lua_pushboolean(L, a && b && a->id == b->id);
   return 1;
 }
 

@@ -16,7 +16,7 @@ CREATE TABLE todos (
   user_id     bigint NOT NULL REFERENCES users (id) ON DELETE CASCADE,
   id          bigint GENERATED ALWAYS AS IDENTITY,
   title       text NOT NULL
-              CHECK (char_length(btrim(title, E' \t\n\r\f\v')) BETWEEN 1 AND 200),
+              CHECK (char_length(btrim(title, E' \t\n\r\f\x0B')) BETWEEN 1 AND 200),
   description text CHECK (char_length(description) <= 1000),
   completed   boolean NOT NULL DEFAULT false,
   created_at  timestamptz NOT NULL DEFAULT now(),

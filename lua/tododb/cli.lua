@@ -1,0 +1,517 @@
+-- tododb.cli: the `tododb` command line (bin/tododb).
+-- main(argv) -> exit status: 0 ok, 1 failure, 2 usage error. Every failure
+-- is one line on stderr; results go to stdout.
+local tododb = require "tododb"
+
+local M = {}
+
+local PROG = "tododb"
+
+-- ---- output and failures -------------------------------------------------
+
+local out, err = io.stdout, io.stderr
+
+local function say(fmt, ...) out:write(fmt:format(...), "\n") end
+
+-- One line, whatever the message held (libpq messages span several).
+local function oneline(s)
+  return (tostring(s):gsub("%s*\n%s*", " "):gsub("%s+$", ""))
+end
+
+-- Failures travel as tables so that main can tell them from bugs.
+local Failure = {}
+
+local function usage_error(fmt, ...)
+  error(setmetatable({ status = 2, message = fmt:format(...) }, Failure), 0)
+end
+
+local function fail(msg)
+  error(setmetatable({ status = 1, message = oneline(msg) }, Failure), 0)
+end
+
+-- Returns the value or fails with the error of an API call (nil, err).
+local function check(v, e, ...)
+  if v == nil then fail(e) end
+  return v, e, ...
+end
+
+-- ---- command table ---------------------------------------------------------
+
+-- Each command: usage, summary, options (name -> "flag" | "value"), run(o, args).
+local commands = {}
+local order = {}
+
+local function command(name, def)
+  commands[name] = def
+  order[#order + 1] = name
+end
+
+local GLOBAL_HELP = [[
+usage: tododb [--url URL] COMMAND [ARGS]
+
+Commands:
+%s
+Options on every command:
+  --url URL    the database (default: $DATABASE_URL, else the embedded one)
+  -h, --help   help for the command
+
+Exit status: 0 ok, 1 failure, 2 usage error.
+Run `tododb help COMMAND` for one command.]]
+
+local groups = { user = { "add", "passwd", "rm", "list" }, todo = { "add", "list", "done", "rm" } }
+
+local function group_usage(g)
+  local lines = {}
+  for _, sub in ipairs(groups[g]) do
+    local c = commands[g .. " " .. sub]
+    lines[#lines + 1] = "  tododb " .. c.usage
+    lines[#lines + 1] = "      " .. c.summary
+  end
+  return "usage:\n" .. table.concat(lines, "\n")
+end
+
+local function help_text(name)
+  if name and groups[name] then return group_usage(name) end
+  if name and commands[name] then
+    local c = commands[name]
+    return ("usage: tododb %s\n\n%s\n%s"):format(c.usage, c.summary, c.details or "")
+  end
+  local lines = {}
+  for _, n in ipairs(order) do
+    local c = commands[n]
+    if #c.usage > 34 then
+      lines[#lines + 1] = "  " .. c.usage
+      lines[#lines + 1] = ("  %-34s %s"):format("", c.summary)
+    else
+      lines[#lines + 1] = ("  %-34s %s"):format(c.usage, c.summary)
+    end
+  end
+  return GLOBAL_HELP:format(table.concat(lines, "\n") .. "\n")
+end
+
+-- Splits argv into options and positional arguments by the spec opts.
+-- `--name value`, `--name=value`, `-h`; `--` ends the options.
+local function parse(argv, first, opts, cmd)
+  local o, args, i = {}, {}, first
+  while i <= #argv do
+    local a = argv[i]
+    if a == "--" then
+      for j = i + 1, #argv do args[#args + 1] = argv[j] end
+      break
+    elseif a == "-h" then
+      o.help = true
+    elseif a:sub(1, 2) == "--" and #a > 2 then
+      local name, value = a:match "^%-%-([^=]+)=(.*)$"
+      name = name or a:sub(3)
+      local kind = name == "help" and "flag" or name == "url" and "value" or opts[name]
+      if not kind then usage_error("%s: unknown option --%s", cmd, name) end
+      if kind == "flag" then
+        if value then usage_error("%s: --%s takes no value", cmd, name) end
+        o[name] = true
+      else
+        if not value then
+          i = i + 1
+          value = argv[i]
+          if value == nil then usage_error("%s: --%s needs a value", cmd, name) end
+        end
+        o[name] = value
+      end
+    elseif a:sub(1, 1) == "-" and #a > 1 then
+      usage_error("%s: unknown option %s", cmd, a)
+    else
+      args[#args + 1] = a
+    end
+    i = i + 1
+  end
+  return o, args
+end
+
+-- ---- helpers over the API ------------------------------------------------
+
+local function connect(o)
+  local db, e = tododb.connect(o.url)
+  if not db then fail(e) end
+  return db
+end
+
+local function isatty()
+  local a, _, c = os.execute "test -t 0"
+  if type(a) == "number" then return a == 0 end
+  return a == true and (c == nil or c == 0)
+end
+
+-- Reads a password: from the terminal without echo, else one line of stdin.
+local function read_password(prompt)
+  local line
+  if isatty() then
+    err:write(prompt)
+    err:flush()
+    os.execute "stty -echo 2>/dev/null"
+    local ok, v = pcall(io.read, "*l")
+    os.execute "stty echo 2>/dev/null"
+    err:write "\n"
+    line = ok and v or nil
+  else
+    line = io.read "*l"
+  end
+  if line == nil then fail("no password given (" .. prompt:gsub(":%s*$", "") .. ")") end
+  return (line:gsub("\r$", ""))
+end
+
+local function new_password(prompt)
+  local pw = read_password(prompt)
+  if isatty() and read_password "Repeat the password: " ~= pw then
+    fail "the passwords do not match"
+  end
+  return pw
+end
+
+local function user_by_email(db, email)
+  local u, e = db:find_user(email)
+  if not u then
+    if e and e.code == "not_found" then fail("no user with email " .. email) end
+    fail(e)
+  end
+  return u
+end
+
+local function one_arg(args, cmd, what)
+  if #args ~= 1 then usage_error("%s: expected %s (see 'tododb help %s')", cmd, what, cmd) end
+  return args[1]
+end
+
+local function need_user(o, cmd)
+  if not o.user then usage_error("%s: --user EMAIL is required", cmd) end
+  return o.user
+end
+
+local function todo_id(s, cmd)
+  if not s:match "^%d+$" then usage_error("%s: ID must be a positive integer, got '%s'", cmd, s) end
+  return s
+end
+
+-- Prints rows (arrays of strings) as aligned columns under a header.
+local function columns(header, rows)
+  local w = {}
+  for _, r in ipairs(rows) do
+    for i, v in ipairs(r) do w[i] = math.max(w[i] or 0, #v) end
+  end
+  for i, v in ipairs(header) do w[i] = math.max(w[i] or 0, #v) end
+  local function line(r)
+    local cells = {}
+    for i, v in ipairs(r) do
+      cells[i] = i == #r and v or v .. (" "):rep(w[i] - #v)
+    end
+    say("%s", table.concat(cells, "  "))
+  end
+  line(header)
+  for _, r in ipairs(rows) do line(r) end
+end
+
+-- ---- commands --------------------------------------------------------------
+
+command("help", {
+  usage = "help [COMMAND]",
+  summary = "show help for all commands or one",
+  options = {},
+  run = function(_, args)
+    local name = table.concat(args, " ")
+    if name ~= "" and not commands[name] and not groups[name] then
+      usage_error("help: unknown command '%s'", name)
+    end
+    say("%s", help_text(name ~= "" and name or nil))
+    return 0
+  end,
+})
+
+command("migrate", {
+  usage = "migrate [--status]",
+  summary = "bring the schema up to date (or show migration status)",
+  details = [[
+Applies the SQL migrations that are not yet applied, each in its own
+locked transaction; safe to run concurrently and again.
+  --status   list the migrations with applied/pending and checksum state;
+             exit status 1 when an applied migration was changed
+]],
+  options = { status = "flag" },
+  run = function(o, args)
+    if #args > 0 then usage_error("migrate: unexpected argument '%s'", args[1]) end
+    local db = connect(o)
+    if o.status then
+      local st = check(db:migration_status())
+      local bad
+      for _, m in ipairs(st) do
+        local state = not m.applied and "pending"
+          or m.checksum_ok and "applied " .. tostring(m.applied_at)
+          or "CHANGED since applied " .. tostring(m.applied_at)
+        if m.applied and not m.checksum_ok then bad = m.name end
+        say("%04d  %-24s %s", m.version, m.name, state)
+      end
+      db:close()
+      if bad then fail("migration " .. bad .. " was changed after it was applied") end
+      return 0
+    end
+    local res = check(db:migrate())
+    db:close()
+    if #res.applied == 0 then say "schema is up to date"
+    else for _, name in ipairs(res.applied) do say("applied %s", name) end end
+    return 0
+  end,
+})
+
+command("db", {
+  usage = "db start|stop|status|url [--admin]",
+  summary = "control the embedded development database",
+  details = [[
+Wraps scripts/devdb of a source checkout: a throwaway PostgreSQL cluster
+under .tododb/ (unix socket only). `db url --admin` prints the superuser URL.
+]],
+  options = { admin = "flag" },
+  run = function(o, args)
+    local sub = one_arg(args, "db", "start, stop, status or url")
+    if sub ~= "start" and sub ~= "stop" and sub ~= "status" and sub ~= "url" then
+      usage_error("db: unknown subcommand '%s' (start, stop, status, url)", sub)
+    end
+    if o.admin and sub ~= "url" then usage_error "db: --admin goes with `db url` only" end
+    local script = M.devdb()
+    if not script then fail "the embedded database needs a source checkout (scripts/devdb not found)" end
+    out:flush()
+    local cmd = ("'%s' %s%s"):format(script:gsub("'", "'\\''"), sub, o.admin and " --admin" or "")
+    local a, how, code = os.execute(cmd)
+    if type(a) == "number" then code = a >= 256 and math.floor(a / 256) or a
+    elseif a then code = 0
+    elseif how ~= "exit" then code = 1 end
+    return code == 0 and 0 or 1
+  end,
+})
+
+command("user add", {
+  usage = "user add EMAIL",
+  summary = "create a user (password from the terminal or stdin)",
+  details = "The password is read without echo from a terminal, else as one line of stdin.\n",
+  options = {},
+  run = function(o, args)
+    local email = one_arg(args, "user add", "EMAIL")
+    local db = connect(o)
+    local pw = new_password "Password: "
+    local u = check(db:create_user { email = email, password = pw })
+    say("created user %s %s", tostring(u.id), u.email)
+    db:close()
+    return 0
+  end,
+})
+
+command("user passwd", {
+  usage = "user passwd EMAIL",
+  summary = "change a password (old, then new)",
+  details = "Reads the old password, then the new one: without echo from a terminal,\n"
+    .. "else one line each from stdin.\n",
+  options = {},
+  run = function(o, args)
+    local email = one_arg(args, "user passwd", "EMAIL")
+    local db = connect(o)
+    local u = user_by_email(db, email)
+    local old = read_password "Old password: "
+    local new = new_password "New password: "
+    check(db:change_password(u.id, old, new))
+    say("password changed for %s", u.email)
+    db:close()
+    return 0
+  end,
+})
+
+command("user rm", {
+  usage = "user rm EMAIL",
+  summary = "delete a user and all their todos",
+  options = {},
+  run = function(o, args)
+    local email = one_arg(args, "user rm", "EMAIL")
+    local db = connect(o)
+    local u = user_by_email(db, email)
+    local n = check(db:delete_user(u.id))
+    say("deleted user %s and %s todo%s", u.email, tostring(n), n == 1 and "" or "s")
+    db:close()
+    return 0
+  end,
+})
+
+command("user list", {
+  usage = "user list",
+  summary = "list users with their number of todos",
+  options = {},
+  run = function(o, args)
+    if #args > 0 then usage_error("user list: unexpected argument '%s'", args[1]) end
+    local db = connect(o)
+    local rows, after = {}, nil
+    repeat
+      local page = check(db:list_users { after = after, limit = 1000 })
+      for _, u in ipairs(page) do
+        local n = check(db:session(u):count_todos {})
+        rows[#rows + 1] = { tostring(u.id), u.email, u.created_at, tostring(n) }
+        after = u.id
+      end
+    until #page < 1000
+    db:close()
+    columns({ "ID", "EMAIL", "CREATED", "TODOS" }, rows)
+    return 0
+  end,
+})
+
+command("todo add", {
+  usage = "todo add --user EMAIL TITLE [--description D]",
+  summary = "add a todo for a user",
+  options = { user = "value", description = "value" },
+  run = function(o, args)
+    local email = need_user(o, "todo add")
+    local title = one_arg(args, "todo add", "one TITLE (quote it)")
+    local db = connect(o)
+    local s = db:session(user_by_email(db, email))
+    local t = check(s:create_todo { title = title, description = o.description })
+    say("added todo %s: %s", tostring(t.id), t.title)
+    db:close()
+    return 0
+  end,
+})
+
+command("todo list", {
+  usage = "todo list --user EMAIL [--done|--open] [--search S]",
+  summary = "list a user's todos, newest first",
+  details = [[
+  --done       only completed todos
+  --open       only open todos
+  --search S   only todos whose title contains S (case-insensitive)
+]],
+  options = { user = "value", done = "flag", open = "flag", search = "value" },
+  run = function(o, args)
+    local email = need_user(o, "todo list")
+    if #args > 0 then usage_error("todo list: unexpected argument '%s'", args[1]) end
+    if o.done and o.open then usage_error "todo list: --done and --open exclude each other" end
+    local completed
+    if o.done then completed = true elseif o.open then completed = false end
+    local db = connect(o)
+    local s = db:session(user_by_email(db, email))
+    local after, n = nil, 0
+    repeat
+      local page = check(s:list_todos { completed = completed, search = o.search,
+                                        limit = 200, after = after })
+      for _, t in ipairs(page.items) do
+        n = n + 1
+        say("%6s  [%s]  %s", tostring(t.id), t.completed and "x" or " ", t.title)
+        if t.description and t.description ~= "" then
+          say("              %s", (t.description:gsub("\n", "\n              ")))
+        end
+      end
+      after = page.next
+    until not after
+    db:close()
+    if n == 0 then err:write "no todos\n" end
+    return 0
+  end,
+})
+
+command("todo done", {
+  usage = "todo done --user EMAIL ID",
+  summary = "mark a todo as completed",
+  options = { user = "value" },
+  run = function(o, args)
+    local email = need_user(o, "todo done")
+    local id = todo_id(one_arg(args, "todo done", "ID"), "todo done")
+    local db = connect(o)
+    local s = db:session(user_by_email(db, email))
+    local t = check(s:update_todo(id, { completed = true }))
+    say("done: %s %s", tostring(t.id), t.title)
+    db:close()
+    return 0
+  end,
+})
+
+command("todo rm", {
+  usage = "todo rm --user EMAIL ID",
+  summary = "delete a todo",
+  options = { user = "value" },
+  run = function(o, args)
+    local email = need_user(o, "todo rm")
+    local id = todo_id(one_arg(args, "todo rm", "ID"), "todo rm")
+    local db = connect(o)
+    local s = db:session(user_by_email(db, email))
+    check(s:delete_todo(id))
+    say("deleted todo %s", id)
+    db:close()
+    return 0
+  end,
+})
+
+-- ---- entry point -------------------------------------------------------------
+
+-- scripts/devdb of the checkout this file lives in, or nil.
+function M.devdb()
+  local top = debug.getinfo(1, "S").source:match "^@(.*)/lua/tododb/cli%.lua$"
+  local path = (top or ".") .. "/scripts/devdb"
+  local f = top and io.open(path, "r")
+  if not f then return nil end
+  f:close()
+  return path
+end
+
+-- Finds the command named by argv (one or two words) from index i.
+local function find(argv, i)
+  local a, b = argv[i], argv[i + 1]
+  if a and b and commands[a .. " " .. b] then return a .. " " .. b, i + 2 end
+  if a and commands[a] then return a, i + 1 end
+  return nil
+end
+
+local function dispatch(argv)
+  -- Global options before the command: --url URL, -h/--help, --version.
+  local i, url = 1, nil
+  while argv[i] and argv[i]:sub(1, 1) == "-" do
+    local a = argv[i]
+    if a == "-h" or a == "--help" then say("%s", help_text()) return 0
+    elseif a == "--version" then say("%s", tododb._VERSION) return 0
+    elseif a == "--url" then
+      url = argv[i + 1]
+      if not url then usage_error "--url needs a value" end
+      i = i + 2
+    elseif a:match "^%-%-url=" then url = a:sub(7); i = i + 1
+    else usage_error("unknown option %s (see 'tododb help')", a) end
+  end
+  if not argv[i] then
+    err:write(help_text(), "\n")
+    return 2
+  end
+  local name, first = find(argv, i)
+  if not name then
+    local g = groups[argv[i]]
+    if g then
+      if argv[i + 1] == nil or argv[i + 1] == "-h" or argv[i + 1] == "--help" then
+        local to = argv[i + 1] and out or err
+        to:write(group_usage(argv[i]), "\n")
+        return argv[i + 1] and 0 or 2
+      end
+      usage_error("unknown command '%s %s' (see 'tododb help')", argv[i], argv[i + 1])
+    end
+    usage_error("unknown command '%s' (see 'tododb help')", argv[i])
+  end
+  local cmd = commands[name]
+  local o, args = parse(argv, first, cmd.options, name)
+  o.url = o.url or url
+  if o.help then say("%s", help_text(name)) return 0 end
+  return cmd.run(o, args)
+end
+
+-- main(argv [, io]) -> exit status. io: { stdout =, stderr = } for tests.
+function M.main(argv, streams)
+  out = streams and streams.stdout or io.stdout
+  err = streams and streams.stderr or io.stderr
+  local ok, res = pcall(dispatch, argv or {})
+  if ok then return res or 0 end
+  if getmetatable(res) == Failure then
+    err:write(PROG, ": ", res.message, "\n")
+    return res.status
+  end
+  err:write(PROG, ": internal error: ", oneline(res), "\n")
+  if os.getenv "TODODB_DEBUG" then err:write(debug.traceback(), "\n") end
+  return 1
+end
+
+return M
