@@ -119,9 +119,10 @@ static int check_email(lua_State *L, int idx, char *buf) {
   return 0;
 }
 
-/* Reads an id argument: 0 ok; else nil, err pushed (2). */
+/* Reads a User or an id argument: 0 ok; else nil, err pushed (2). */
 static int read_id(lua_State *L, int idx, long long *id, char *buf) {
-  int k = tdb_checkid(L, idx, id);
+  tdb_User *u = luaL_testudata(L, idx, TDB_USER_MT);
+  int k = u ? (*id = u->id, 1) : tdb_checkid(L, idx, id);
   if (k == 0) return tdb_push_error(L, "invalid", "id", NULL, "id must be an integer");
   if (k < 0) return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
   snprintf(buf, 24, "%lld", *id);

@@ -72,10 +72,9 @@ describe("users", function()
       assert.equal("Äbc.Ö@example.org", u.email)
     end)
 
-    -- BUG sql.c USER_BY_EMAIL / USER_AUTH: C keeps non-ASCII bytes as they are
-    -- but the statements compare lower(btrim(email)) (which lower-cases Ä in
-    -- a UTF-8 collation) with the C-normalised $1: such an account can never
-    -- be found or log in.
+    -- Regression: C keeps non-ASCII bytes as they are while the database's
+    -- lower() folds Ä in a UTF-8 collation; sql.c must lower() both sides or
+    -- such an account can never be found or log in.
     it("finds and authenticates an account whose email has non-ASCII capitals", function()
       local u = new_user "ÄBC@Example.Org"
       local found, err = db:find_user "Äbc@example.org"
@@ -283,9 +282,8 @@ describe("users", function()
       cheap:close(); plain:close()
     end)
 
-    -- BUG user.c user_authenticate: crypto_pwhash_str_needs_rehash is true for
-    -- any difference of parameters, so logging in through a cheaper
-    -- connection downgrades a stronger hash ("upgraded" per the comment).
+    -- Regression: crypto_pwhash_str_needs_rehash is true for any difference
+    -- of parameters; a login through a cheaper connection must not downgrade.
     it("never downgrades a stronger hash when logging in through a cheaper connection", function()
       local plain = assert(tododb.connect(S.url))
       local u = assert(plain:create_user { email = "strong@example.com", password = PW })
@@ -377,6 +375,15 @@ describe("users", function()
       assert.has_error(function() db:find_user(42) end)
     end)
 
+    it("take a User object wherever an id is taken", function()
+      assert.equal(alice, db:get_user(alice))
+      assert.is_true(db:change_password(alice, PW, "a new password"))
+      assert(db:authenticate("alice@example.com", "a new password"))
+      assert.equal("robert@example.com", assert(db:change_email(bob, "Robert@example.com")).email)
+      assert.equal(0, db:delete_user(bob))
+      fails("not_found", nil, db:get_user(bob))
+    end)
+
     it("list users in id order with keyset paging", function()
       local all = { alice, bob }
       for i = 1, 5 do all[#all + 1] = new_user(("u%d@example.com"):format(i)) end
@@ -427,8 +434,8 @@ describe("users", function()
       assert.is_nil(s:find(PW, 1, true))
     end)
 
-    -- BUG user.c user_eq (and todo.c todo_eq): Lua 5.4 calls __eq for any two
-    -- userdata, and check_user raises for the other one; == must just be false.
+    -- Regression: Lua 5.4 calls __eq for any two userdata; == with a value
+    -- of another kind must be false, not raise.
     it("compare unequal, without raising, to other kinds of values", function()
       local a = new_user "alice@example.com"
       local t = assert(db:session(a):create_todo { title = "x" })

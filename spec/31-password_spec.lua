@@ -60,9 +60,8 @@ describe("passwords", function()
     assert.equal(alice, db:authenticate("alice@example.com", PW))
   end)
 
-  -- BUG user.c user_authenticate / user_change_password: a password over
-  -- 1024 bytes is truncated to 1024 before verification, so any suffix
-  -- appended to a 1024-byte password is accepted.
+  -- Regression: a password over 1024 bytes must never match (it was once
+  -- truncated to 1024 bytes, so any suffix to a 1024-byte password worked).
   it("refuse a longer password whose first 1024 bytes are the right one", function()
     local pw = ("k"):rep(1000) .. ("%024d"):format(7)
     assert.equal(1024, #pw)
