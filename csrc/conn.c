@@ -124,7 +124,7 @@ static PGconn *connect_once(const char *ci, double deadline, char *err,
     if (st == PGRES_POLLING_OK) return pg;
     if (st == PGRES_POLLING_FAILED) break;
     left = deadline - now_s();
-    if (left <= 0) { snprintf(err, cap, "timed out"); PQfinish(pg); return NULL; }
+    if (left <= 0) { PQfinish(pg); return NULL; }
     p.fd = PQsocket(pg);
     p.events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
     p.revents = 0;
@@ -148,7 +148,7 @@ static void noop_notice(void *arg, const char *msg) { (void)arg; (void)msg; }
  * Returns the connection or NULL with nil, err pushed. */
 static PGconn *connect_retry(lua_State *L, tdb_Conn *c) {
   double deadline = now_s() + c->connect_timeout, wait = 0.025;
-  char err[1024];
+  char err[1024] = "timed out";
   for (;;) {
     int retry;
     PGconn *pg = connect_once(c->conninfo, deadline, err, sizeof err, &retry);
@@ -162,7 +162,12 @@ static PGconn *connect_retry(lua_State *L, tdb_Conn *c) {
     sleep_s(wait < left ? wait : left);
     wait = wait * 2 > 1.0 ? 1.0 : wait * 2;
   }
-  conn_error(L, c, "unavailable", NULL, "could not connect to the database: ", err);
+  if (now_s() >= deadline) {               /* keep the last real cause */
+    char msg[1024];
+    snprintf(msg, sizeof msg, "timed out after %.3g s (%s)", c->connect_timeout, err);
+    conn_error(L, c, "unavailable", NULL, "could not connect to the database: ", msg);
+  } else
+    conn_error(L, c, "unavailable", NULL, "could not connect to the database: ", err);
   return NULL;
 }
 

@@ -4,7 +4,7 @@ local migrate = require "tododb.migrate"
 local system = require "system"
 
 -- The advisory lock key migrate.lua takes (pg_advisory_xact_lock).
-local LOCK_KEY = migrate.LOCK_KEY or 7305620261125
+local LOCK_KEY = assert(migrate.LOCK_KEY)
 
 -- An empty schema: everything the test role owns dropped, nothing migrated.
 local function empty()

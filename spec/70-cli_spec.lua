@@ -61,7 +61,8 @@ local function assert_fails(status, want, out, err, pattern)
 end
 
 local function runnable()
-  local f = io.open(TOP .. "/build/lua5.4/tododb/core.so", "rb")
+  local build = S.interp == "lua5.4" and os.getenv "TDB_BUILD" or "build/lua5.4"
+  local f = io.open(TOP .. "/" .. build .. "/tododb/core.so", "rb")
   if not f then return false end
   f:close()
   local a, _, c = os.execute "command -v lua5.4 >/dev/null 2>&1"

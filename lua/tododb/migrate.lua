@@ -10,6 +10,7 @@ local M = {}
 M.list = { "0001_init" }
 
 local LOCK_KEY = 7305620261125 -- pg_advisory_xact_lock key of tododb
+M.LOCK_KEY = LOCK_KEY
 
 local TABLE = [[
 CREATE TABLE IF NOT EXISTS tododb_migrations (

@@ -1,0 +1,59 @@
+-- luarocks make rockspec/tododb-scm-1.rockspec PQ_INCDIR="$(pg_config --includedir)"
+-- (Debian/Ubuntu keep libpq-fe.h in /usr/include/postgresql, which luarocks
+-- does not search by itself; elsewhere PQ_INCDIR can usually be left out.)
+rockspec_format = "3.0"
+package = "tododb"
+version = "scm-1"
+
+source = {
+  -- Placeholder until the repository has a public home; `luarocks make`
+  -- builds from the checkout and never fetches it.
+  url = "git+https://example.invalid/tododb.git",
+}
+
+description = {
+  summary = "Data layer of a multi-user todo application: a C Lua module over libpq and libsodium",
+  detailed = [[
+tododb keeps users and their todos in PostgreSQL (row-level security,
+argon2id passwords, pipelined statements) for Lua 5.4 and LuaJIT/OpenResty,
+with a migration runner and the `tododb` command line.]],
+  license = "MIT",
+}
+
+dependencies = {
+  "lua >= 5.1, < 5.5",            -- Lua 5.4 or LuaJIT 2.1 (5.2 and 5.3 do not build)
+}
+
+external_dependencies = {
+  PQ = { header = "libpq-fe.h", library = "pq" },
+  SODIUM = { header = "sodium.h", library = "sodium" },
+}
+
+build = {
+  type = "builtin",
+  modules = {
+    ["tododb.core"] = {
+      -- Every csrc/*.c (keep in step with csrc/).
+      sources = {
+        "csrc/conn.c", "csrc/core.c", "csrc/error.c", "csrc/password.c",
+        "csrc/session.c", "csrc/sql.c", "csrc/todo.c", "csrc/token.c",
+        "csrc/user.c", "csrc/validate.c",
+      },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+      incdirs = { "csrc", "$(PQ_INCDIR)", "$(SODIUM_INCDIR)" },
+      libdirs = { "$(PQ_LIBDIR)", "$(SODIUM_LIBDIR)" },
+      libraries = { "pq", "sodium", "m" },
+    },
+    ["tododb"] = "lua/tododb/init.lua",
+    ["tododb.migrate"] = "lua/tododb/migrate.lua",
+    ["tododb.cli"] = "lua/tododb/cli.lua",
+    ["tododb.nginx"] = "lua/tododb/nginx.lua",
+  },
+  install = {
+    -- Next to migrate.lua, which finds its migrations relative to itself.
+    lua = {
+      ["tododb.migrations.0001_init"] = "lua/tododb/migrations/0001_init.sql",
+    },
+    bin = { tododb = "bin/tododb" },
+  },
+}
