@@ -146,15 +146,21 @@ static int session_create(lua_State *L) {
   return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_INSERT, vals));
 }
 
-/* s:get_todo(id) -> Todo | nil, err */
-static int session_get(lua_State *L) {
+/* Statement stmt on (owner, id), returning the todo. */
+static int todo_by_id(lua_State *L, int stmt) {
   tdb_Conn *c;
   tdb_Session *s = check_session(L, 1, &c);
   char id[24];
   const char *vals[2] = { s->owner, id };
   if (read_id(L, 2, id)) return 2;
-  return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_GET, vals));
+  return one_todo(L, tdb_run(L, c, s->owner, stmt, vals));
 }
+
+/* s:get_todo(id) -> Todo | nil, err */
+static int session_get(lua_State *L) { return todo_by_id(L, TDB_SQL_TODO_GET); }
+
+/* s:toggle_todo(id) -> Todo | nil, err */
+static int session_toggle(lua_State *L) { return todo_by_id(L, TDB_SQL_TODO_TOGGLE); }
 
 /* s:update_todo(id, { title =, description =, completed = }) -> Todo | nil, err
  * description = "" or tododb.null clears it. */
@@ -185,16 +191,6 @@ static int session_update(lua_State *L) {
   if (present) vals[4] = "t";
   vals[6] = read_bool(L, 3, "completed");
   return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_UPDATE, vals));
-}
-
-/* s:toggle_todo(id) -> Todo | nil, err */
-static int session_toggle(lua_State *L) {
-  tdb_Conn *c;
-  tdb_Session *s = check_session(L, 1, &c);
-  char id[24];
-  const char *vals[2] = { s->owner, id };
-  if (read_id(L, 2, id)) return 2;
-  return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_TOGGLE, vals));
 }
 
 /* s:delete_todo(id) -> true | nil, err */
@@ -359,21 +355,19 @@ static int session_count(lua_State *L) {
   return 1;
 }
 
-/* s:complete_all() -> number of todos completed now | nil, err */
-static int session_complete_all(lua_State *L) {
+/* A bulk statement on all of the owner's todos; returns rows touched. */
+static int bulk(lua_State *L, int stmt) {
   tdb_Conn *c;
   tdb_Session *s = check_session(L, 1, &c);
   const char *vals[1] = { s->owner };
-  return touched(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_COMPLETE_ALL, vals));
+  return touched(L, tdb_run(L, c, s->owner, stmt, vals));
 }
 
+/* s:complete_all() -> number of todos completed now | nil, err */
+static int session_complete_all(lua_State *L) { return bulk(L, TDB_SQL_TODO_COMPLETE_ALL); }
+
 /* s:delete_completed() -> number of todos deleted | nil, err */
-static int session_delete_completed(lua_State *L) {
-  tdb_Conn *c;
-  tdb_Session *s = check_session(L, 1, &c);
-  const char *vals[1] = { s->owner };
-  return touched(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_DELETE_DONE, vals));
-}
+static int session_delete_completed(lua_State *L) { return bulk(L, TDB_SQL_TODO_DELETE_DONE); }
 
 /* ---- bulk insert ---------------------------------------------------------- */
 
