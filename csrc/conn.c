@@ -163,7 +163,7 @@ static PGconn *connect_retry(lua_State *L, tdb_Conn *c) {
     wait = wait * 2 > 1.0 ? 1.0 : wait * 2;
   }
   if (now_s() >= deadline) {               /* keep the last real cause */
-    char msg[1024];
+    char msg[sizeof err + 64];
     snprintf(msg, sizeof msg, "timed out after %.3g s (%s)", c->connect_timeout, err);
     conn_error(L, c, "unavailable", NULL, "could not connect to the database: ", msg);
   } else
