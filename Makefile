@@ -65,6 +65,7 @@ test: deps
 
 # The specs with ASan+UBSan, then under valgrind (lua5.4).
 check: deps
+	@$(MAKE) -s LUA=luajit all    # the nginx spec serves with the LuaJIT build
 	@$(MAKE) -s check-asan check-valgrind
 check-asan:
 	@$(MAKE) -s LUA=lua5.4 BUILD=build/asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
