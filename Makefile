@@ -103,3 +103,10 @@ demo: deps all
 # The JSON API of examples/nginx/ on 127.0.0.1:$PORT (default 8080), in the foreground; Ctrl-C stops.
 serve: deps
 	@scripts/serve
+
+# Benchmarks against raw libpq, SQLModel and pgbench; writes bench/RESULTS.md.
+# QUICK=1 for a run under a minute. Never part of `make test`.
+bench: deps
+	@$(MAKE) -s LUA=lua5.4 all
+	@$(MAKE) -s LUA=luajit all
+	@QUICK=$(QUICK) bench/run
