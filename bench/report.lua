@@ -342,7 +342,7 @@ do
   local r = get("tododb-lua5.4", "bulk")
   local s = r and 1 / r.rate
   verdict("bulk import of 100 000 todos < 2 s", r and s < 2,
-    r and ("%.2f s per import (median of %d; raw libpq %.2f s)"):format(s, r.ops,
+    r and ("%.2f s per import (mean of %d; raw libpq %.2f s)"):format(s, r.ops,
       get("raw", "bulk") and 1 / get("raw", "bulk").rate or 0 / 0) or "–",
     s and ("by %.2f s"):format(s - 2))
 end

@@ -366,7 +366,13 @@ PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
 
 /* ---- decoding --------------------------------------------------------- */
 
-long long tdb_parse_int8(const char *s) { return strtoll(s, NULL, 10); }
+/* PostgreSQL's int8 text: an optional '-', then digits ("" is 0). */
+long long tdb_parse_int8(const char *s) {
+  unsigned long long v = 0;
+  int neg = *s == '-';
+  for (s += neg; *s >= '0' && *s <= '9'; s++) v = v * 10 + (unsigned)(*s - '0');
+  return neg ? (v ? -(long long)(v - 1) - 1 : 0) : (long long)v;
+}
 
 static long days_from_civil(long y, unsigned m, unsigned d) {
   long era;

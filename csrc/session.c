@@ -374,9 +374,15 @@ static int session_delete_completed(lua_State *L) { return bulk(L, TDB_SQL_TODO_
 /* Appends s as a quoted element of a PostgreSQL array literal. */
 static void add_element(luaL_Buffer *b, const char *s, size_t n) {
   luaL_addchar(b, '"');
-  for (size_t i = 0; i < n; i++) {
-    if (s[i] == '"' || s[i] == '\\') luaL_addchar(b, '\\');
-    luaL_addchar(b, s[i]);
+  while (n > 0) {                       /* runs without quotes in one go */
+    size_t run = strcspn(s, "\"\\");
+    if (run > n) run = n;
+    luaL_addlstring(b, s, run);
+    if (run == n) break;
+    luaL_addchar(b, '\\');
+    luaL_addchar(b, s[run]);
+    s += run + 1;
+    n -= run + 1;
   }
   luaL_addchar(b, '"');
 }

@@ -12,7 +12,10 @@ typedef struct tdb_Todo {
 } tdb_Todo;
 
 static void copy_time(const PGresult *r, int row, int col, char *out) {
-  snprintf(out, 32, "%s", PQgetvalue(r, row, col));    /* formatted by sql.c */
+  size_t n = (size_t)PQgetlength(r, row, col);          /* formatted by sql.c */
+  if (n > 31) n = 31;
+  memcpy(out, PQgetvalue(r, row, col), n);
+  out[n] = '\0';
 }
 
 /* Columns: id, user_id, title, description, completed, created_at, updated_at. */

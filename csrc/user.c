@@ -16,7 +16,10 @@ typedef struct tdb_User {
 } tdb_User;
 
 static void copy_text(const PGresult *r, int row, int col, char *out, size_t cap) {
-  snprintf(out, cap, "%s", PQgetvalue(r, row, col));
+  size_t n = (size_t)PQgetlength(r, row, col);
+  if (n >= cap) n = cap - 1;
+  memcpy(out, PQgetvalue(r, row, col), n);
+  out[n] = '\0';
 }
 
 /* Columns: id, email, created_at, updated_at. */
