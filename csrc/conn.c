@@ -30,14 +30,15 @@ static void sleep_s(double s) {
 /* Replaces every occurrence of secret in buf (NUL-terminated) by "***". */
 static void redact(char *buf, size_t cap, const char *secret) {
   size_t n;
-  char *p;
+  char *p = buf;
   if (!secret || !*secret) return;
   n = strlen(secret);
-  while ((p = strstr(buf, secret)) != NULL) {
+  while ((p = strstr(p, secret)) != NULL) {
     size_t rest = strlen(p + n);
     if ((size_t)(p - buf) + 3 + rest + 1 > cap) { *p = '\0'; return; }
     memmove(p + 3, p + n, rest + 1);
     memcpy(p, "***", 3);
+    p += 3;
   }
 }
 
@@ -128,7 +129,7 @@ static PGconn *connect_once(const char *ci, double deadline, char *err,
     p.fd = PQsocket(pg);
     p.events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
     p.revents = 0;
-    n = poll(&p, 1, (int)(left * 1000) + 1);
+    n = poll(&p, 1, left > 3600 ? 3600000 : (int)(left * 1000) + 1);
     if (n < 0 && errno != EINTR) { snprintf(err, cap, "poll: %s", strerror(errno)); break; }
     if (n == 0) continue;
     last = PQstatus(pg);
@@ -171,20 +172,26 @@ static PGconn *connect_retry(lua_State *L, tdb_Conn *c) {
   return NULL;
 }
 
+/* A new server session: no statement is prepared there any more. */
 static void forget_statements(tdb_Conn *c) {
   memset(c->prepared, 0, sizeof c->prepared);
   c->nadhoc = 0;
+  c->generation++;                      /* ad-hoc names of before never match */
+}
+
+static int alive(tdb_Conn *c) {
+  return !c->broken && PQstatus(c->pg) == CONNECTION_OK;
 }
 
 /* Re-establishes a broken connection. 1 ok, 0 with nil, err pushed. */
 static int ensure(lua_State *L, tdb_Conn *c) {
   PGconn *pg;
-  if (PQstatus(c->pg) == CONNECTION_OK) return 1;
+  if (alive(c)) return 1;
   if ((pg = connect_retry(L, c)) == NULL) return 0;
   PQfinish(c->pg);
   c->pg = pg;
+  c->broken = 0;
   forget_statements(c);
-  c->generation++;                      /* ad-hoc statement names are gone */
   return 1;
 }
 
@@ -222,9 +229,14 @@ static int conn_connect(lua_State *L) {
     lua_pop(L, 2);
   }
   if ((parsed = PQconninfoParse(ci, &perr)) == NULL) {
-    char buf[1024];
+    char buf[1024], pw[256];
     clean_message(ci, perr ? perr : "out of memory", buf, sizeof buf);
     if (perr) PQfreemem(perr);
+    /* A malformed string may hold a password that redaction cannot find
+     * whole (password=two words): then libpq's text stays out. */
+    url_password(ci, pw, sizeof pw);
+    if (pw[0] || strstr(ci, "password")) snprintf(buf, sizeof buf, "%s", "malformed (details withheld: it holds a password)");
+    sodium_memzero(pw, sizeof pw);
     return tdb_push_error(L, "invalid", NULL, NULL, "invalid connection string: %s", buf);
   }
   PQconninfoFree(parsed);
@@ -276,24 +288,33 @@ static int result_failed(const PGresult *r) {
 static int push_result_error(lua_State *L, tdb_Conn *c, const PGresult *r) {
   const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
   const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-  if (PQstatus(c->pg) != CONNECTION_OK)
+  if (!alive(c))
     return conn_error(L, c, "unavailable", state, "database connection lost: ",
                       PQerrorMessage(c->pg));
   if (!msg) msg = r ? PQresultErrorMessage(r) : PQerrorMessage(c->pg);
   return conn_error(L, c, tdb_sqlstate_code(state), state, "", msg);
 }
 
-/* Queues statement id (preparing it first when needed). 1 when queued. */
-static int send_stmt(tdb_Conn *c, int id, const char *const *vals, int *prep) {
+/* Queues statement id (preparing it first when needed), noting in cmd what
+ * each queued command is: -(id + 1) a prepare, id + 1 the statement. */
+static int send_stmt(tdb_Conn *c, int id, const char *const *vals, int *cmd, int *ncmd) {
   const tdb_Sql *q = &tdb_sql[id];
-  *prep = 0;
-  if (!c->prepare)
-    return PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals, NULL, NULL, 0);
-  if (!c->prepared[id]) {
-    if (!PQsendPrepare(c->pg, q->name, q->text, q->nparams, NULL)) return 0;
-    *prep = 1;
+  if (!c->prepare) {
+    if (!PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals, NULL, NULL, 0)) return 0;
+  } else {
+    if (!c->prepared[id]) {
+      if (!PQsendPrepare(c->pg, q->name, q->text, q->nparams, NULL)) return 0;
+      cmd[(*ncmd)++] = -(id + 1);
+    }
+    if (!PQsendQueryPrepared(c->pg, q->name, q->nparams, vals, NULL, NULL, 0)) return 0;
   }
-  return PQsendQueryPrepared(c->pg, q->name, q->nparams, vals, NULL, NULL, 0);
+  cmd[(*ncmd)++] = id + 1;
+  return 1;
+}
+
+static int has_state(const PGresult *r, const char *state) {
+  const char *s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+  return s && !strcmp(s, state);
 }
 
 /* One pipelined round trip: [prepare] [set_config] [prepare] statement, sync.
@@ -301,21 +322,12 @@ static int send_stmt(tdb_Conn *c, int id, const char *const *vals, int *prep) {
  * (NULL too when the connection broke). */
 static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
                           const char *const *vals, PGresult **err) {
-  /* cmd[i]: what the i-th queued command is: -1 prepare of set, -2 set,
-   * -3 prepare of id, -4 the statement. */
-  int cmd[4], ncmd = 0, prep, i = 0, nulls = 0;
+  int cmd[4], ncmd = 0, i = 0, nulls = 0;
   PGresult *main = NULL;
   *err = NULL;
   if (!PQenterPipelineMode(c->pg)) return NULL;
-  if (owner) {
-    if (!send_stmt(c, TDB_SQL_SET_USER, &owner, &prep)) goto out;
-    if (prep) cmd[ncmd++] = -1;
-    cmd[ncmd++] = -2;
-  }
-  if (!send_stmt(c, id, vals, &prep)) goto out;
-  if (prep) cmd[ncmd++] = -3;
-  cmd[ncmd++] = -4;
-out:
+  if (!owner || send_stmt(c, TDB_SQL_SET_USER, &owner, cmd, &ncmd))
+    (void)send_stmt(c, id, vals, cmd, &ncmd);
   /* Even after a failed send, sync and drain: the connection must leave
    * pipeline mode idle, or be broken (and reconnected on the next call). */
   if (!PQpipelineSync(c->pg)) ncmd = 0;
@@ -328,16 +340,19 @@ out:
     }
     nulls = 0;
     if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) { PQclear(r); break; }
+    if (i < ncmd && cmd[i] < 0 && (!result_failed(r) || has_state(r, "42P05")))
+      c->prepared[-cmd[i] - 1] = 1;     /* prepared now, or there already */
     if (result_failed(r)) {
       if (!*err && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) { *err = r; continue; }
-    } else if (i < ncmd) {
-      if (cmd[i] == -1) c->prepared[TDB_SQL_SET_USER] = 1;
-      else if (cmd[i] == -3) c->prepared[id] = 1;
-      else if (cmd[i] == -4) { PQclear(main); main = r; continue; }
+    } else if (i < ncmd && cmd[i] == id + 1) {
+      PQclear(main);
+      main = r;
+      continue;
     }
     PQclear(r);
   }
-  PQexitPipelineMode(c->pg);
+  /* A connection that cannot leave pipeline mode is useless: reconnect. */
+  if (!PQexitPipelineMode(c->pg)) c->broken = 1;
   if (*err || !main) { PQclear(main); return NULL; }
   return main;
 }
@@ -350,13 +365,17 @@ PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
     if (!ensure(L, c)) return NULL;
     r = run_once(c, owner, id, vals, &err);
     if (r) return r;
-    if (PQstatus(c->pg) != CONNECTION_OK && tdb_sql[id].readonly && attempt == 0) {
+    if (!alive(c) && tdb_sql[id].readonly && attempt == 0) {
       PQclear(err);                     /* a read may be retried once */
       continue;
     }
-    if (err && PQstatus(c->pg) == CONNECTION_OK) {
-      const char *state = PQresultErrorField(err, PG_DIAG_SQLSTATE);
-      if (state && !strcmp(state, "26000")) forget_statements(c);
+    /* The server lost our prepared statements (a pooler's DISCARD ALL, a
+     * DEALLOCATE) or already has one: the statement did not run, so any
+     * statement may be prepared afresh and tried once more. */
+    if (alive(c) && attempt == 0 && (has_state(err, "26000") || has_state(err, "42P05"))) {
+      if (has_state(err, "26000")) c->prepared[id] = c->prepared[TDB_SQL_SET_USER] = 0;
+      PQclear(err);
+      continue;
     }
     push_result_error(L, c, err);
     PQclear(err);

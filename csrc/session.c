@@ -410,8 +410,10 @@ static int session_create_many(lua_State *L) {
   for (i = 1; i <= n; i++) {             /* validate everything first */
     const char *d;
     lua_rawgeti(L, 2, i);
-    if (!lua_istable(L, -1))
-      luaL_error(L, "bad argument #1 to 'create_todos' (item %d must be a table)", i);
+    /* Plain tables only: the second pass relies on the items keeping
+     * their strings alive, which a proxy's __index need not do. */
+    if (!lua_istable(L, -1) || lua_getmetatable(L, -1))
+      luaL_error(L, "bad argument #1 to 'create_todos' (item %d must be a plain table)", i);
     if (!push_title(L, 3) || !read_description(L, 3, &d, &present)) return item_error(L, i);
     (void)read_bool(L, 3, "completed");
     lua_settop(L, 2);

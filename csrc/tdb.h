@@ -61,7 +61,8 @@ typedef struct tdb_Conn {
   size_t pwhash_mem;
   unsigned char prepared[TDB_NSQL];
   int nadhoc;                   /* named ad-hoc statements so far */
-  unsigned generation;          /* bumped by each reconnect */
+  unsigned generation;          /* bumped whenever prepared statements are lost */
+  int broken;                   /* reconnect before the next statement */
   char dummy_hash[128];         /* crypto_pwhash_STRBYTES, made on first use */
 } tdb_Conn;
 

@@ -59,3 +59,51 @@ describe("session calls over a connection whose backend was killed", function()
     assert.equal(2, assert(s:count_todos()))
   end)
 end)
+
+describe("prepared statements the server no longer has", function()
+  it("are prepared again, for reads and writes alike", function()
+    local db = S.fresh()
+    local u = assert(db:create_user { email = "carol@example.com", password = "password1" })
+    local s = db:session(u)
+    local t = assert(s:create_todo { title = "first" })
+    assert(s:get_todo(t.id))
+    -- What a pooler's DISCARD ALL or a server-side DEALLOCATE does.
+    assert(db:exec "DEALLOCATE ALL")
+    assert.equal("first", assert(s:get_todo(t.id)).title)
+    assert(db:exec "DEALLOCATE ALL")
+    assert.equal("second", assert(s:create_todo { title = "second" }).title)
+    assert.equal(2, assert(s:count_todos()))
+    assert(db:exec "DEALLOCATE ALL")
+    assert(db:get_user(u.id))
+    db:close()
+  end)
+end)
+
+describe("connection strings with passwords", function()
+  it("never echo a password, whatever its characters", function()
+    for _, case in ipairs {
+      { "postgresql://u:*@127.0.0.1:1/x", "*" },
+      { "postgresql://u:***@127.0.0.1:1/x", "***" },
+      { "host=127.0.0.1 port=1 password='two words' dbname=x", "words" },
+      { "host=127.0.0.1 port=1 password=two words dbname=x", "words" },
+      { "postgresql://u:s3cr%zzet@127.0.0.1:1/x", "s3cr" },
+    } do
+      local db, err = tododb.connect(case[1], { connect_timeout = 0.2 })
+      assert.is_nil(db)
+      assert.is_truthy(err.code == "invalid" or err.code == "unavailable")
+      if #case[2] > 3 then assert.is_nil(err.message:find(case[2], 1, true), case[1]) end
+      assert.is_nil(err.message:find(case[1], 1, true))
+    end
+  end)
+end)
+
+describe("create_todos items", function()
+  it("must be plain tables (a proxy's strings are not kept alive)", function()
+    local db = S.fresh()
+    local u = assert(db:create_user { email = "dan@example.com", password = "password1" })
+    local proxy = setmetatable({}, { __index = function(_, k) if k == "title" then return "x" end end })
+    assert.has_error(function() db:session(u):create_todos { { title = "ok" }, proxy } end)
+    assert.equal(0, db:session(u):count_todos())
+    db:close()
+  end)
+end)
