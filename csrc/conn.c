@@ -76,6 +76,30 @@ static void kv_password(const char *ci, char *out, size_t cap) {
   out[n] = '\0';
 }
 
+/* Does msg contain a word of what follows "password=" in a key=value string,
+ * up to the next key=value pair? */
+static int mentions_kv_password(const char *ci, const char *msg) {
+  const char *p = strstr(ci, "password");
+  if (!p) return 0;
+  p += 8;
+  while (*p == ' ') p++;
+  if (*p++ != '=') return 0;
+  for (;;) {
+    char word[256];
+    size_t n;
+    while (*p == ' ' || *p == '\'') p++;
+    n = strcspn(p, " '");
+    if (n == 0 || memchr(p, '=', n)) return 0;
+    if (n < sizeof word) {
+      memcpy(word, p, n);
+      word[n] = '\0';
+      if (strstr(msg, word)) { sodium_memzero(word, sizeof word); return 1; }
+      sodium_memzero(word, sizeof word);
+    } else return 1;
+    p += n;
+  }
+}
+
 /* Copies msg into buf with every form of the password of ci removed and
  * the trailing newline libpq adds stripped. */
 static void clean_message(const char *ci, const char *msg, char *buf, size_t cap) {
@@ -229,14 +253,13 @@ static int conn_connect(lua_State *L) {
     lua_pop(L, 2);
   }
   if ((parsed = PQconninfoParse(ci, &perr)) == NULL) {
-    char buf[1024], pw[256];
+    char buf[1024];
     clean_message(ci, perr ? perr : "out of memory", buf, sizeof buf);
     if (perr) PQfreemem(perr);
     /* A malformed string may hold a password that redaction cannot find
      * whole (password=two words): then libpq's text stays out. */
-    url_password(ci, pw, sizeof pw);
-    if (pw[0] || strstr(ci, "password")) snprintf(buf, sizeof buf, "%s", "malformed (details withheld: it holds a password)");
-    sodium_memzero(pw, sizeof pw);
+    if (mentions_kv_password(ci, buf))
+      snprintf(buf, sizeof buf, "%s", "malformed (details withheld: they would show the password)");
     return tdb_push_error(L, "invalid", NULL, NULL, "invalid connection string: %s", buf);
   }
   PQconninfoFree(parsed);
