@@ -456,7 +456,9 @@ static void put_digits(char *out, long v, int n) {
   while (n-- > 0) { out[n] = (char)('0' + v % 10); v /= 10; }
 }
 
-int tdb_iso_utc(const char *s, char *out) {
+/* Normalises a timestamptz in ISO DateStyle to "YYYY-MM-DDTHH:MM:SS.ffffffZ";
+ * out needs 32 bytes. Returns 0 when s is not in that form. */
+static int iso_utc(const char *s, char *out) {
   long Y, M, D, h, mi, sec, us = 0, oh = 0, om = 0, os = 0, days, t;
   unsigned m2, d2;
   int sign;
@@ -509,7 +511,7 @@ static void push_value(lua_State *L, const PGresult *r, int row, int col) {
     case 16: lua_pushboolean(L, v[0] == 't'); break;
     case 700: case 701: lua_pushnumber(L, strtod(v, NULL)); break;
     case 1184:                                     /* timestamptz */
-      if (tdb_iso_utc(v, iso)) { lua_pushstring(L, iso); break; }
+      if (iso_utc(v, iso)) { lua_pushstring(L, iso); break; }
       /* fall through */
     default: lua_pushlstring(L, v, (size_t)PQgetlength(r, row, col));
   }

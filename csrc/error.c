@@ -7,8 +7,9 @@ static void set_str(lua_State *L, const char *k, const char *v) {
   if (v) { lua_pushstring(L, v); lua_setfield(L, -2, k); }
 }
 
-void tdb_new_error(lua_State *L, const char *code, const char *field,
-                   const char *sqlstate, const char *message) {
+/* Pushes an error object (code, message, field, sqlstate). */
+static void new_error(lua_State *L, const char *code, const char *field,
+                      const char *sqlstate, const char *message) {
   lua_createtable(L, 0, 4);
   set_str(L, "code", code);
   set_str(L, "message", message);
@@ -25,7 +26,7 @@ int tdb_push_error(lua_State *L, const char *code, const char *field,
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   lua_pushnil(L);
-  tdb_new_error(L, code, field, sqlstate, msg);
+  new_error(L, code, field, sqlstate, msg);
   return 2;
 }
 
@@ -59,7 +60,7 @@ static int error_new(lua_State *L) {
   const char *code = luaL_checkstring(L, 1);
   const char *msg = luaL_checkstring(L, 2);
   const char *field = luaL_optstring(L, 3, NULL);
-  tdb_new_error(L, code, field, NULL, msg);
+  new_error(L, code, field, NULL, msg);
   return 1;
 }
 

@@ -16,9 +16,6 @@
 #define TDB_EXPORT __attribute__((visibility("default")))
 
 /* error.c ------------------------------------------------------------ */
-/* Pushes an error object (code, message, field, sqlstate). */
-void tdb_new_error(lua_State *L, const char *code, const char *field,
-                   const char *sqlstate, const char *message);
 /* Pushes nil and an error object built from a printf-style message; returns 2. */
 int tdb_push_error(lua_State *L, const char *code, const char *field,
                    const char *sqlstate, const char *fmt, ...);
@@ -104,7 +101,6 @@ void tdb_password_open(lua_State *L);
 
 /* user.c, session.c, todo.c, token.c ----------------------------------- */
 #define TDB_EMAIL_BUF 256
-void tdb_push_user(lua_State *L, const PGresult *r, int row);
 /* A User or a user id at idx (raises for anything else). */
 long long tdb_user_id(lua_State *L, int idx);
 void tdb_user_open(lua_State *L);
@@ -115,11 +111,5 @@ void tdb_token_open(lua_State *L);
 
 /* Decoding of text-format values (conn.c). */
 long long tdb_parse_int8(const char *s);
-/* Normalises a timestamptz in ISO DateStyle to "YYYY-MM-DDTHH:MM:SS.ffffffZ";
- * out needs 32 bytes. Returns 0 when s is not in that form. */
-int tdb_iso_utc(const char *s, char *out);
-
-/* Table fields: an optional string, as pointer and length (NULL if absent). */
-const char *tdb_optfield(lua_State *L, int t, const char *k, size_t *n);
 
 #endif

@@ -23,7 +23,7 @@ static void copy_text(const PGresult *r, int row, int col, char *out, size_t cap
 }
 
 /* Columns: id, email, created_at, updated_at. */
-void tdb_push_user(lua_State *L, const PGresult *r, int row) {
+static void push_user(lua_State *L, const PGresult *r, int row) {
   tdb_User *u = tdb_newudata(L, sizeof *u);
   u->id = tdb_parse_int8(PQgetvalue(r, row, 0));
   copy_text(r, row, 1, u->email, sizeof u->email);
@@ -139,7 +139,7 @@ static int one_user(lua_State *L, PGresult *r) {
     PQclear(r);
     return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
   }
-  tdb_push_user(L, r, 0);
+  push_user(L, r, 0);
   PQclear(r);
   return 1;
 }
@@ -210,7 +210,7 @@ static int user_authenticate(lua_State *L) {
     PQclear(r);
     return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
   }
-  tdb_push_user(L, r, 0);
+  push_user(L, r, 0);
   if (tdb_password_needs_rehash(c, PQgetvalue(r, 0, 4)) && tdb_password_hash(c, pw, pwn, hash)) {
     PGresult *u;
     vals[0] = PQgetvalue(r, 0, 0);
@@ -336,7 +336,7 @@ static int user_list(lua_State *L) {
   if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_LIST, vals)) == NULL) return 2;
   lua_createtable(L, PQntuples(r), 0);
   for (int i = 0; i < PQntuples(r); i++) {
-    tdb_push_user(L, r, i);
+    push_user(L, r, i);
     lua_rawseti(L, -2, i + 1);
   }
   PQclear(r);

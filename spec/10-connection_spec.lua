@@ -5,18 +5,9 @@ local system = require "system"
 
 local LUA54 = _VERSION == "Lua 5.4" and not rawget(_G, "jit")
 
-local function sh(cmd)                    -- true when cmd exits 0 (5.1 and 5.4)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
+local sh = S.run
 
-local function read(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read "*a"
-  p:close()
-  return out
-end
+local read = S.capture
 
 -- A TCP port on 127.0.0.1 that nothing listens on (checked, not assumed).
 local function closed_port()

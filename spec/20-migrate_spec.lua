@@ -110,11 +110,7 @@ describe("two processes migrating at once", function()
       if not res then print("FAIL %s migrate " .. tostring(err)) os.exit(1) end
       print("OK %s " .. #res.applied)
     ]]):format(S.url, tag, tag, tag)
-    local file = os.tmpname()
-    local f = assert(io.open(file, "w"))
-    f:write(script)
-    f:close()
-    return assert(io.popen(("%s '%s' 2>&1; rm -f '%s'"):format(S.interp, file, file), "r"))
+    return S.spawn_lua(script)
   end
 
   local function waiting(n)

@@ -202,11 +202,7 @@ describe("users", function()
           local u, err = db:create_user { email = %q, password = "race password" }
           print(u and ("OK " .. u.id) or ("ERR " .. err.code))
         ]]):format(S.url, LOCK, email)
-        local file = os.tmpname()
-        local f = assert(io.open(file, "w"))
-        f:write(script)
-        f:close()
-        return assert(io.popen(("%s '%s' 2>&1; rm -f '%s'"):format(S.interp, file, file), "r"))
+        return S.spawn_lua(script)
       end
       local results = {}
       for round = 1, 3 do

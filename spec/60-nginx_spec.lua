@@ -15,18 +15,9 @@ local null = cjson.null
 
 local function sh(s) return "'" .. (tostring(s):gsub("'", [['\'']])) .. "'" end
 
-local function exec(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end      -- LuaJIT
-  return a == true and c == 0
-end
+local exec = support.run
 
-local function capture(cmd)
-  local p = assert(io.popen(cmd))
-  local out = p:read "*a"
-  p:close()
-  return out
-end
+local capture = support.capture
 
 local function read(path)
   local f = io.open(path, "rb")

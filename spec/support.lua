@@ -28,6 +28,33 @@ function S.fresh(extra)
   return db
 end
 
+-- Processes the specs start -------------------------------------------------
+
+-- Runs a shell command; true when it exits 0 (Lua 5.1/LuaJIT and 5.4 alike).
+function S.run(cmd)
+  local a, _, c = os.execute(cmd)
+  if type(a) == "number" then return a == 0 end
+  return a == true and (c == nil or c == 0)
+end
+
+-- A shell command's standard output.
+function S.capture(cmd)
+  local p = assert(io.popen(cmd))
+  local out = p:read "*a"
+  p:close()
+  return out
+end
+
+-- Starts a Lua script in another process of this interpreter (same package
+-- paths); returns the pipe of its stdout and stderr.
+function S.spawn_lua(script)
+  local file = os.tmpname()
+  local f = assert(io.open(file, "w"))
+  f:write(script)
+  f:close()
+  return assert(io.popen(("%s '%s' 2>&1; rm -f '%s'"):format(S.interp, file, file), "r"))
+end
+
 -- Rows of a table as the admin sees them, bypassing row-level security;
 -- falls back to the setting-per-user trick when there is no admin URL.
 function S.count(db, sql, ...)
