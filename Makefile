@@ -29,10 +29,10 @@ CPATH   := $(TOP)/$(BUILD)/?.so
 
 DEB_PKGS := lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libpq-dev libsodium-dev \
             postgresql postgresql-contrib lua-busted lua-cjson pkg-config gcc make \
-            valgrind nginx libnginx-mod-http-lua curl
+            valgrind nginx libnginx-mod-http-lua curl lua-check
 
 .PHONY: all deps test check check-asan check-valgrind env install clean demo serve \
-        bench db-start db-stop help
+        bench db-start db-stop help lint
 all: $(MODULE)
 
 $(BUILD)/%.o: csrc/%.c $(HDR)
@@ -44,7 +44,7 @@ $(MODULE): $(OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
 
 help:
-	@echo "make deps | all | test | check | demo | serve | bench | env | install | clean"
+	@echo "make deps | all | test | check | lint | demo | serve | bench | env | install | clean"
 
 # Installs the Debian packages that are missing; a second run does nothing.
 deps:
@@ -75,6 +75,12 @@ check-asan:
 check-valgrind:
 	@$(MAKE) -s LUA=lua5.4 BUILD=build/debug OPT="-O1 -g" all
 	@TDB_BUILD=build/debug TDB_VALGRIND=1 scripts/run-specs lua5.4
+
+# luacheck (.luacheckrc) over every Lua file, then the C static check
+# (lint-c) when this Makefile has one. Zero warnings or it fails.
+lint:
+	@luacheck -q --no-color lua spec bench examples bin/tododb
+	@if $(MAKE) -n lint-c >/dev/null 2>&1; then $(MAKE) -s lint-c; fi
 
 # eval "$(make -s env)" points lua5.4 (or LUA=luajit) at this checkout.
 env: all

@@ -146,7 +146,8 @@ p("| libpq / libsodium | %s / %s |", meta.libpq or "?", meta.libsodium or "?")
 p("| C compiler | %s, `-O2` |", meta.cc or "?")
 if meta.python then p("| SQLModel stack | %s |", meta.python) end
 p("| data | database `tododb_bench`: %s, plus a bulk-import user |", meta.seed or "?")
-p("| run | %s s in all; raw libpq and tododb take the median of %s rounds where marked |", meta.elapsed or "?", meta.rounds or "1")
+p("| run | %s s in all; raw libpq and tododb take the median of %s rounds where marked |",
+  meta.elapsed or "?", meta.rounds or "1")
 p("| load | %s (the machine may be shared: compare ratios within this run, not across runs) |", meta.load or "?")
 p ""
 
@@ -214,7 +215,8 @@ for _, impl in ipairs(IMPLS) do
   local r = get(impl, "auth")
   if r then
     p("| %s | %s | %s | %s |", NAME[impl], ms(1000 / r.rate), num(1e6 / r.cpu, 1),
-      impl == "sqlmodel" and "argon2-cffi (libargon2), t=2, m=64 MiB, p=1" or "libsodium argon2id interactive (t=2, m=64 MiB, p=1)")
+      impl == "sqlmodel" and "argon2-cffi (libargon2), t=2, m=64 MiB, p=1"
+        or "libsodium argon2id interactive (t=2, m=64 MiB, p=1)")
   end
 end
 p ""
@@ -232,7 +234,8 @@ p ""
 p "A loop of get_todo (90%) and list_todos first page (10%, 50 Todo objects each) on one"
 p "connection; RSS read from `/proc/self/status` after 20 000 warm-up operations and at the end."
 p ""
-p "| interpreter | operations | ops/s | RSS start MB | RSS end MB | growth | Lua heap start → end KB | samples (RSS KB, every 10%) |"
+p("| interpreter | operations | ops/s | RSS start MB | RSS end MB | growth | Lua heap start → end KB"
+  .. " | samples (RSS KB, every 10%) |")
 p "|---|--:|--:|--:|--:|--:|--:|---|"
 for _, m in ipairs(mem) do
   p("| %s | %s | %s | %.1f | %.1f | %+d KB | %s → %s | %s |", NAME[m.impl] or m.impl, num(m.ops),
@@ -241,7 +244,8 @@ for _, m in ipairs(mem) do
 end
 if mem[1] then
   p ""
-  p("Userdata sizes: `Todo` %d bytes + title and description (`tododb.core.todo_size`), `User` %d bytes (`tododb.core.user_size`).",
+  p("Userdata sizes: `Todo` %d bytes + title and description (`tododb.core.todo_size`),"
+    .. " `User` %d bytes (`tododb.core.user_size`).",
     mem[1].todo, mem[1].user)
 end
 p ""
@@ -311,7 +315,8 @@ p "| target | measured | verdict |"
 p "|---|---|---|"
 local verdicts = {}
 local function verdict(name, ok, measured, miss)
-  p("| %s | %s | %s |", name, measured, ok == nil and "not measured" or ok and "**met**" or ("**missed** " .. (miss or "")))
+  p("| %s | %s | %s |", name, measured,
+    ok == nil and "not measured" or ok and "**met**" or ("**missed** " .. (miss or "")))
   verdicts[#verdicts + 1] = { name = name, ok = ok, measured = measured }
 end
 for _, w in ipairs { "get", "create" } do
@@ -320,7 +325,8 @@ for _, w in ipairs { "get", "create" } do
     local a, b = get(impl, w), get("raw", w)
     local q = paired(impl, w, "p50")
     verdict(("%s ≤ 1.15× raw libpq (%s)"):format(w == "get" and "get_todo" or "create_todo", NAME[impl]),
-      x and x <= 1.15, x and ("%.2f× time/op (median of per-round ratios; median round %s vs %s µs/op); p50 latency %.2f×"):format(
+      x and x <= 1.15, x and ("%.2f× time/op (median of per-round ratios; median round %s vs %s µs/op);"
+        .. " p50 latency %.2f×"):format(
         x, num(1e6 / a.rate), num(1e6 / b.rate), q or a.p50 / b.p50) or "–",
       x and ("by %.0f%%"):format((x / 1.15 - 1) * 100))
   end
@@ -333,8 +339,10 @@ end
 for _, w in ipairs { "list", "deep" } do
   local p99, p50 = median_of("tododb-lua5.4", w, "p99"), median_of("tododb-lua5.4", w, "p50")
   local n = raw["tododb-lua5.4"] and raw["tododb-lua5.4"][w] and #raw["tododb-lua5.4"][w] or 0
-  verdict(("list_todos page of 50, 10 000 todos/user, p99 < 2 ms (%s)"):format(w == "list" and "first page" or "deep page"),
-    p99 and p99 < 2, p99 and ("p99 %s ms, p50 %s ms (median of %d rounds; p99 per round: tododb %s; raw libpq %s)"):format(
+  verdict(("list_todos page of 50, 10 000 todos/user, p99 < 2 ms (%s)")
+      :format(w == "list" and "first page" or "deep page"),
+    p99 and p99 < 2, p99 and ("p99 %s ms, p50 %s ms (median of %d rounds;"
+      .. " p99 per round: tododb %s; raw libpq %s)"):format(
       ms(p99), ms(p50), n, rounds_of("tododb-lua5.4", w, "p99"), rounds_of("raw", w, "p99")) or "–",
     p99 and ("by %s ms"):format(ms(p99 - 2)))
 end
@@ -381,7 +389,8 @@ if next(prof) then
   p "3 000-op run − Ir of a 1 000-op run) / 2 000, so start-up, id loading and warm-up cancel; the"
   p "Lua figure includes the benchmark loop itself and its final sort of the latencies):"
   p ""
-  p "| operation | raw libpq Ir/op | tododb Ir/op | extra | libpq (raw / tododb) | Lua VM | libc (raw / tododb) | core.so |"
+  p("| operation | raw libpq Ir/op | tododb Ir/op | extra | libpq (raw / tododb) | Lua VM"
+    .. " | libc (raw / tododb) | core.so |")
   p "|---|--:|--:|--:|--:|--:|--:|--:|"
   for _, w in ipairs { "get", "create", "list" } do
     local r, l = prof[w] and prof[w].raw, prof[w] and prof[w].lua
@@ -460,7 +469,8 @@ do
     p ""
   end
 end
-p "Re-run `make bench` for fresh numbers; `make bench QUICK=1` gives a rough picture in about a minute on an idle machine."
+p("Re-run `make bench` for fresh numbers; `make bench QUICK=1` gives a rough picture"
+  .. " in about a minute on an idle machine.")
 
 local f = assert(io.open(dest, "w"))
 f:write(table.concat(out, "\n"), "\n")

@@ -242,6 +242,7 @@ describe("sessions over " .. mode.name, function()
       u = assert(sa:update_todo(t.id, { description = "" }))
       assert.is_nil(u.description)
       u = assert(sa:update_todo(t.id, { description = "back" }))
+      assert.equal("back", u.description)
       u = assert(sa:update_todo(t.id, { description = tododb.null, completed = false }))
       assert.is_nil(u.description)
       assert.is_false(u.completed)
@@ -382,9 +383,8 @@ describe("sessions over " .. mode.name, function()
 
     it("filters by completed and searches substrings case-insensitively, % and _ literal", function()
       local titles = { "100% done", "a_b", "aXb", "Back\\slash", "DONE deal", "plain" }
-      local byt = {}
       for i, title in ipairs(titles) do
-        byt[title] = assert(sa:create_todo { title = title, completed = i % 2 == 0 }).id
+        assert(sa:create_todo { title = title, completed = i % 2 == 0 })
       end
       assert(sb:create_todo { title = "bob 100% done a_b" })
       local function search(q, extra)

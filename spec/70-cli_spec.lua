@@ -113,9 +113,9 @@ describe("bin/tododb", function()
         local args = {}
         for _, w in ipairs(words) do args[#args + 1] = w end
         args[#args + 1] = flag
-        local status, out = run(args)
-        assert.equal(0, status, c .. " " .. flag)
-        assert.matches("usage: tododb " .. c, out, 1, true)
+        local fstatus, fout = run(args)
+        assert.equal(0, fstatus, c .. " " .. flag)
+        assert.matches("usage: tododb " .. c, fout, 1, true)
       end
     end
   end)
@@ -199,6 +199,7 @@ describe("bin/tododb", function()
       assert_fails(status, 1, out, err)
       status, out, err = run({ "user", "add", "bob@example.com" }, "bobs password\r\n")
       assert.equal(0, status, err)
+      assert.matches("^created user %d+ bob@example%.com\n$", out)
       assert.is_not_nil(db:authenticate("bob@example.com", "bobs password"))
       local s = db:session(assert(db:find_user "bob@example.com"))
       assert(s:create_todo { title = "one" })
@@ -274,8 +275,10 @@ describe("bin/tododb", function()
       assert.matches("^%s*" .. milk .. "%s+%[x%]%s+Buy milk\n", out)
       assert.is_nil(out:find("Call Mom", 1, true))
       status, out = todo("list", "--open")
+      assert.equal(0, status)
       assert.matches("^%s*" .. mom .. "%s+%[ %]%s+Call Mom\n$", out)
       status, out = todo("list", "--search", "MOM")
+      assert.equal(0, status)
       assert.matches("^%s*" .. mom .. "%s+%[ %]%s+Call Mom\n$", out)
       status, out, err = todo("list", "--done", "--open")
       assert_fails(status, 2, out, err)
@@ -297,9 +300,11 @@ describe("bin/tododb", function()
       status, out, err = todo("rm", mom)
       assert_fails(status, 1, out, err, "not found")
       status, out = todo "list"
+      assert.equal(0, status)
       assert.equal(2, #lines(out))
 
       status, out = run { "user", "list" }
+      assert.equal(0, status)
       assert.matches("dave@example%.com%s+%S+%s+1\n", out)
       assert.matches("eve@example%.com%s+%S+%s+0\n", out)
     end)
