@@ -1,29 +1,12 @@
 /* conn.c: Connection — libpq connect with retries, statement cache,
  * pipelined session statements, reconnect, and db:exec / db:query. */
-#include <errno.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sodium.h>
 #include "tdb.h"
 
 #define DEFAULT_CONNECT_TIMEOUT 10.0
 #define MAX_ADHOC 256                   /* named ad-hoc statements per connection */
-
-static double now_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_s(double s) {
-  struct timespec ts;
-  if (s <= 0) return;
-  ts.tv_sec = (time_t)s;
-  ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
-  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
-}
 
 /* ---- secrets never reach a message ---------------------------------- */
 
@@ -131,68 +114,23 @@ static int conn_error(lua_State *L, tdb_Conn *c, const char *code,
 
 /* ---- connecting ------------------------------------------------------ */
 
-/* One attempt until deadline. Returns the connection (status OK) or NULL
- * with the message in err and *retry saying whether trying again may help
- * (the server was not reached, or said it is starting up or full). */
-static PGconn *connect_once(const char *ci, double deadline, char *err,
-                            size_t cap, int *retry) {
-  PGconn *pg = PQconnectStart(ci);
-  PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-  ConnStatusType last = CONNECTION_STARTED;
-  *retry = 1;
-  if (!pg) { snprintf(err, cap, "out of memory"); return NULL; }
-  if (PQstatus(pg) == CONNECTION_BAD) st = PGRES_POLLING_FAILED;
-  for (;;) {
-    struct pollfd p;
-    double left;
-    int n;
-    if (st == PGRES_POLLING_OK) return pg;
-    if (st == PGRES_POLLING_FAILED) break;
-    left = deadline - now_s();
-    if (left <= 0) { PQfinish(pg); return NULL; }
-    p.fd = PQsocket(pg);
-    p.events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT;
-    p.revents = 0;
-    n = poll(&p, 1, left > 3600 ? 3600000 : (int)(left * 1000) + 1);
-    if (n < 0 && errno != EINTR) { snprintf(err, cap, "poll: %s", strerror(errno)); break; }
-    if (n == 0) continue;
-    last = PQstatus(pg);
-    st = PQconnectPoll(pg);
-  }
-  snprintf(err, cap, "%s", PQerrorMessage(pg));
-  if (last != CONNECTION_STARTED && last != CONNECTION_MADE)
-    *retry = strstr(err, "starting up") || strstr(err, "shutting down")
-          || strstr(err, "too many") || strstr(err, "recovery");
-  PQfinish(pg);
-  return NULL;
-}
-
 static void noop_notice(void *arg, const char *msg) { (void)arg; (void)msg; }
 
-/* Connects with capped exponential backoff within c->connect_timeout.
- * Returns the connection or NULL with nil, err pushed. */
+/* Connects (connect.c: hosts in turn, retries until c->connect_timeout).
+ * Returns the connection or NULL with nil, err pushed: `unauthorized` when
+ * the server refused the credentials, else `unavailable`; err.sqlstate is
+ * the server's when it sent one. */
 static PGconn *connect_retry(lua_State *L, tdb_Conn *c) {
-  double deadline = now_s() + c->connect_timeout, wait = 0.025;
-  char err[1024] = "timed out";
-  for (;;) {
-    int retry;
-    PGconn *pg = connect_once(c->conninfo, deadline, err, sizeof err, &retry);
-    double left;
-    if (pg) {
-      PQsetNoticeProcessor(pg, noop_notice, NULL);
-      return pg;
-    }
-    left = deadline - now_s();
-    if (!retry || left <= 0) break;
-    sleep_s(wait < left ? wait : left);
-    wait = wait * 2 > 1.0 ? 1.0 : wait * 2;
+  tdb_ConnectError e;
+  PGconn *pg = tdb_connect(c->conninfo, c->connect_timeout, &e);
+  if (pg) {
+    PQsetNoticeProcessor(pg, noop_notice, NULL);
+    return pg;
   }
-  if (now_s() >= deadline) {               /* keep the last real cause */
-    char msg[sizeof err + 64];
-    snprintf(msg, sizeof msg, "timed out after %.3g s (%s)", c->connect_timeout, err);
-    conn_error(L, c, "unavailable", NULL, "could not connect to the database: ", msg);
-  } else
-    conn_error(L, c, "unavailable", NULL, "could not connect to the database: ", err);
+  conn_error(L, c, e.refused && (!strncmp(e.sqlstate, "28", 2) || !strcmp(e.sqlstate, "42501"))
+                   ? "unauthorized" : "unavailable",
+             e.sqlstate[0] ? e.sqlstate : NULL, "could not connect to the database: ", e.message);
+  sodium_memzero(&e, sizeof e);
   return NULL;
 }
 

@@ -48,6 +48,19 @@ enum {
 };
 extern const tdb_Sql tdb_sql[TDB_NSQL];
 
+/* connect.c: opening a connection ------------------------------------ */
+typedef struct tdb_ConnectError {
+  char sqlstate[6];             /* the server's, "" when it sent none */
+  int refused;                  /* definite refusal: trying again cannot help */
+  char message[1024];
+} tdb_ConnectError;
+/* Seconds on a monotonic clock. */
+double tdb_now(void);
+/* Connects within timeout seconds, trying each host of the string in turn
+ * (per-host timeout: the string's connect_timeout) and again with backoff
+ * until a definite refusal or the deadline. NULL with e filled on failure. */
+PGconn *tdb_connect(const char *conninfo, double timeout, tdb_ConnectError *e);
+
 /* conn.c -------------------------------------------------------------- */
 typedef struct tdb_Conn {
   PGconn *pg;
