@@ -100,7 +100,7 @@ describe("two processes migrating at once", function()
     db:close()
   end)
 
-  local function spawn(tag)
+  local function spawn(tag, url)
     local script = ([[
       local tododb = require "tododb"
       local db, err = tododb.connect(%q, { connect_timeout = 10 })
@@ -109,7 +109,7 @@ describe("two processes migrating at once", function()
       res, err = db:migrate()
       if not res then print("FAIL %s migrate " .. tostring(err)) os.exit(1) end
       print("OK %s " .. #res.applied)
-    ]]):format(S.url, tag, tag, tag)
+    ]]):format(url or S.url, tag, tag, tag)
     return S.spawn_lua(script)
   end
 
@@ -143,4 +143,33 @@ describe("two processes migrating at once", function()
     assert.equal(1, #applied_rows(db))
     assert.same({ "tododb_migrations", "todos", "users" }, tables(db))
   end)
+
+  -- The lock must be held before the transaction's snapshot is taken, or a
+  -- waiter sees the schema as it was before the holder committed.
+  for _, level in ipairs { "repeatable read", "serializable" } do
+    it("apply the migration exactly once under default_transaction_isolation = " .. level, function()
+      local opt = ("-c default_transaction_isolation=" .. level:gsub(" ", "\\ "))
+        :gsub("[^%w%-_.]", function(ch) return ("%%%02X"):format(ch:byte()) end)
+      local url = S.url .. (S.url:find("?", 1, true) and "&" or "?") .. "options=" .. opt
+      local probe = assert(require("tododb").connect(url, S.opts()))
+      assert.equal(level, probe:query "SHOW default_transaction_isolation"[1].default_transaction_isolation)
+      probe:close()
+      assert(holder:exec "BEGIN")
+      assert(holder:query("SELECT pg_advisory_xact_lock($1)", LOCK_KEY))
+      local procs = {}
+      for i = 1, 4 do procs[i] = spawn("P" .. i, url) end
+      local all_blocked = waiting(4)
+      assert(holder:exec "ROLLBACK")
+      local applied = 0
+      for i, p in ipairs(procs) do
+        local out = p:read "*a"
+        p:close()
+        assert.matches("^OK P" .. i .. " %d+%s*$", out)
+        applied = applied + tonumber(out:match "OK P%d+ (%d+)")
+      end
+      assert.is_true(all_blocked, "every migrator should have waited on the lock")
+      assert.equal(#require("tododb.migrate").list, applied)
+      assert.same({ "tododb_migrations", "todos", "users" }, tables(db))
+    end)
+  end
 end)

@@ -55,8 +55,11 @@ local function tampered(m, row)
 end
 
 -- Applies one migration unless it is there already. Returns true, applied?
+-- READ COMMITTED whatever default_transaction_isolation says: every statement
+-- after the lock then sees what an earlier holder committed (under
+-- REPEATABLE READ the snapshot would predate the lock).
 local function apply(db, m)
-  local ok, err = db:exec "BEGIN"
+  local ok, err = db:exec "BEGIN ISOLATION LEVEL READ COMMITTED"
   if not ok then return nil, err end
   local function rollback(e)
     db:exec "ROLLBACK"
