@@ -20,7 +20,7 @@ end
 local function slurp(name)
   local f = io.open(dir .. "/" .. name)
   if not f then return "" end
-  local s = f:read "a"
+  local s = f:read "*a"
   f:close()
   return s
 end

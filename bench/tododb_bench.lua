@@ -22,7 +22,7 @@ local impl = jit and "tododb-luajit" or "tododb-lua5.4"
 
 local function status(field)                       -- kB from /proc/self/status
   local f = assert(io.open "/proc/self/status")
-  local s = f:read "a"
+  local s = f:read "*a"
   f:close()
   return tonumber(s:match(field .. ":%s*(%d+)"))
 end

@@ -15,13 +15,18 @@ description = {
   summary = "Data layer of a multi-user todo application: a C Lua module over libpq and libsodium",
   detailed = [[
 tododb keeps users and their todos in PostgreSQL (row-level security,
-argon2id passwords, pipelined statements) for Lua 5.4 and LuaJIT/OpenResty,
-with a migration runner and the `tododb` command line.]],
+argon2id passwords, pipelined statements) for Lua 5.4 and LuaJIT 2.1
+(OpenResty, nginx's Lua module) only, with a migration runner and the
+`tododb` command line.]],
   license = "MIT",
 }
 
+-- Supported: Lua 5.4 and LuaJIT 2.1 (which luarocks sees as Lua 5.1), nothing
+-- else. A luarocks constraint cannot say "5.4 or LuaJIT", so this one admits
+-- 5.1 to 5.4; PUC-Rio Lua 5.1, 5.2 and 5.3 lack C API functions the module
+-- uses, and csrc/compat.h refuses 5.2 and 5.3 when compiling.
 dependencies = {
-  "lua >= 5.1, < 5.5",            -- Lua 5.4 or LuaJIT 2.1 (5.2 and 5.3 do not build)
+  "lua >= 5.1, < 5.5",
 }
 
 external_dependencies = {

@@ -277,6 +277,29 @@ describe("db:info", function()
     assert.is_false(db:info().prepared)
     assert.equal(1, db:query "SELECT 1 AS one"[1].one)
     db:close()
+    for _, spelled in ipairs { "tododb_prepare='off' ", "tododb_prepare = 'off'", "tododb_prepare='OFF'" } do
+      db = assert(tododb.connect(spelled .. " " .. ci, S.opts()))
+      assert.is_false(db:info().prepared, spelled)
+      assert.equal(1, db:query "SELECT 1 AS one"[1].one)
+      db:close()
+    end
+    db = assert(tododb.connect(ci .. " tododb_prepare='on'", S.opts()))
+    assert.is_true(db:info().prepared)
+    db:close()
+  end)
+
+  it("refuses a tododb_prepare that is neither on nor off", function()
+    local url = S.url .. (S.url:find("?", 1, true) and "&" or "?") .. "tododb_prepare=of"
+    local db, err = tododb.connect(url, S.opts())
+    assert.is_nil(db)
+    assert.equal("invalid", err.code)
+    assert.matches("tododb_prepare", err.message, 1, true)
+    local ci = as_conninfo(S.url)
+    if ci then
+      db, err = tododb.connect(ci .. " tododb_prepare='maybe'", S.opts())
+      assert.is_nil(db)
+      assert.equal("invalid", err.code)
+    end
   end)
 end)
 

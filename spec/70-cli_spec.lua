@@ -65,9 +65,7 @@ local function runnable()
   local f = io.open(TOP .. "/" .. build .. "/tododb/core.so", "rb")
   if not f then return false end
   f:close()
-  local a, _, c = os.execute "command -v lua5.4 >/dev/null 2>&1"
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
+  return S.run "command -v lua5.4 >/dev/null 2>&1"
 end
 
 -- Tests that cannot run here are declared pending, with the reason.

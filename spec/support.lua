@@ -1,5 +1,6 @@
 -- Shared by the specs: connections to the real test database.
 local tododb = require "tododb"
+local cli = require "tododb.cli"           -- cli.execute: os.execute's status
 
 local S = {}
 
@@ -30,12 +31,8 @@ end
 
 -- Processes the specs start -------------------------------------------------
 
--- Runs a shell command; true when it exits 0 (Lua 5.1/LuaJIT and 5.4 alike).
-function S.run(cmd)
-  local a, _, c = os.execute(cmd)
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
-end
+-- Runs a shell command; true when it exits 0.
+function S.run(cmd) return cli.execute(cmd) == 0 end
 
 -- A shell command's standard output.
 function S.capture(cmd)

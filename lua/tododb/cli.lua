@@ -134,11 +134,18 @@ local function connect(o)
   return db
 end
 
-local function isatty()
-  local a, _, c = os.execute "test -t 0"
-  if type(a) == "number" then return a == 0 end
-  return a == true and (c == nil or c == 0)
+-- cli.execute(cmd) -> exit status of a shell command (0 = success), from
+-- os.execute's results on Lua 5.4 (true|nil, "exit"|"signal", n) and on
+-- LuaJIT (the same, or a bare wait status on builds without 5.2 compat).
+function M.execute(cmd)
+  local a, how, code = os.execute(cmd)
+  if type(a) == "number" then return a >= 256 and math.floor(a / 256) or a end
+  if how == "exit" and type(code) == "number" then return code end
+  if a == true then return 0 end
+  return 1
 end
+
+local function isatty() return M.execute "test -t 0" == 0 end
 
 -- Reads a password: from the terminal without echo, else one line of stdin.
 local function read_password(prompt)
@@ -277,71 +284,85 @@ under .tododb/ (unix socket only). `db url --admin` prints the superuser URL.
     if not script then fail "the embedded database needs a source checkout (scripts/devdb not found)" end
     out:flush()
     local cmd = ("'%s' %s%s"):format(script:gsub("'", "'\\''"), sub, o.admin and " --admin" or "")
-    local a, how, code = os.execute(cmd)
-    if type(a) == "number" then code = a >= 256 and math.floor(a / 256) or a
-    elseif a then code = 0
-    elseif how ~= "exit" then code = 1 end
-    return code == 0 and 0 or 1
+    return M.execute(cmd) == 0 and 0 or 1
   end,
 })
 
-command("user add", {
+-- A command on the database: def.args(args, o, name) checks the arguments
+-- (usage errors come before any connection), then def.act(db, a, o) runs with
+-- the connection, a = what def.args returned; the connection closes after it.
+local function db_command(name, def)
+  def.options = def.options or {}
+  def.run = function(o, args)
+    local a = def.args(args, o, name)
+    local db = connect(o)
+    def.act(db, a, o)
+    db:close()
+    return 0
+  end
+  command(name, def)
+end
+
+-- A command on one user's todos: `--user EMAIL` is required and def.act(s, a, o)
+-- gets that user's session instead of the connection.
+local function todo_command(name, def)
+  local args, act = def.args, def.act
+  def.options = def.options or {}
+  def.options.user = "value"
+  def.args = function(argv, o) return { email = need_user(o, name), arg = args(argv, o, name) } end
+  def.act = function(db, a, o) act(check(db:session(user_by_email(db, a.email))), a.arg, o) end
+  db_command(name, def)
+end
+
+local function no_args(args, _, name)
+  if #args > 0 then usage_error("%s: unexpected argument '%s'", name, args[1]) end
+end
+
+local function email_arg(args, _, name) return one_arg(args, name, "EMAIL") end
+
+local function id_arg(args, _, name) return todo_id(one_arg(args, name, "ID"), name) end
+
+db_command("user add", {
   usage = "user add EMAIL",
   summary = "create a user (password from the terminal or stdin)",
   details = "The password is read without echo from a terminal, else as one line of stdin.\n",
-  options = {},
-  run = function(o, args)
-    local email = one_arg(args, "user add", "EMAIL")
-    local db = connect(o)
-    local pw = new_password "Password: "
-    local u = check(db:create_user { email = email, password = pw })
+  args = email_arg,
+  act = function(db, email)
+    local u = check(db:create_user { email = email, password = new_password "Password: " })
     say("created user %s %s", tostring(u.id), u.email)
-    db:close()
-    return 0
   end,
 })
 
-command("user passwd", {
+db_command("user passwd", {
   usage = "user passwd EMAIL",
   summary = "change a password (old, then new)",
   details = "Reads the old password, then the new one: without echo from a terminal,\n"
     .. "else one line each from stdin.\n",
-  options = {},
-  run = function(o, args)
-    local email = one_arg(args, "user passwd", "EMAIL")
-    local db = connect(o)
+  args = email_arg,
+  act = function(db, email)
     local u = user_by_email(db, email)
     local old = read_password "Old password: "
-    local new = new_password "New password: "
-    check(db:change_password(u.id, old, new))
+    check(db:change_password(u.id, old, new_password "New password: "))
     say("password changed for %s", u.email)
-    db:close()
-    return 0
   end,
 })
 
-command("user rm", {
+db_command("user rm", {
   usage = "user rm EMAIL",
   summary = "delete a user and all their todos",
-  options = {},
-  run = function(o, args)
-    local email = one_arg(args, "user rm", "EMAIL")
-    local db = connect(o)
+  args = email_arg,
+  act = function(db, email)
     local u = user_by_email(db, email)
     local n = check(db:delete_user(u.id))
     say("deleted user %s and %s todo%s", u.email, tostring(n), n == 1 and "" or "s")
-    db:close()
-    return 0
   end,
 })
 
-command("user list", {
+db_command("user list", {
   usage = "user list",
   summary = "list users with their number of todos",
-  options = {},
-  run = function(o, args)
-    if #args > 0 then usage_error("user list: unexpected argument '%s'", args[1]) end
-    local db = connect(o)
+  args = no_args,
+  act = function(db)
     local rows, after = {}, nil
     repeat
       local page = check(db:list_users { after = after, limit = 1000 })
@@ -351,29 +372,22 @@ command("user list", {
         after = u.id
       end
     until #page < 1000
-    db:close()
     columns({ "ID", "EMAIL", "CREATED", "TODOS" }, rows)
-    return 0
   end,
 })
 
-command("todo add", {
+todo_command("todo add", {
   usage = "todo add --user EMAIL TITLE [--description D]",
   summary = "add a todo for a user",
-  options = { user = "value", description = "value" },
-  run = function(o, args)
-    local email = need_user(o, "todo add")
-    local title = one_arg(args, "todo add", "one TITLE (quote it)")
-    local db = connect(o)
-    local s = db:session(user_by_email(db, email))
+  options = { description = "value" },
+  args = function(args, _, name) return one_arg(args, name, "one TITLE (quote it)") end,
+  act = function(s, title, o)
     local t = check(s:create_todo { title = title, description = o.description })
     say("added todo %s: %s", tostring(t.id), t.title)
-    db:close()
-    return 0
   end,
 })
 
-command("todo list", {
+todo_command("todo list", {
   usage = "todo list --user EMAIL [--done|--open] [--search S]",
   summary = "list a user's todos, newest first",
   details = [[
@@ -381,15 +395,14 @@ command("todo list", {
   --open       only open todos
   --search S   only todos whose title contains S (case-insensitive)
 ]],
-  options = { user = "value", done = "flag", open = "flag", search = "value" },
-  run = function(o, args)
-    local email = need_user(o, "todo list")
-    if #args > 0 then usage_error("todo list: unexpected argument '%s'", args[1]) end
+  options = { done = "flag", open = "flag", search = "value" },
+  args = function(args, o, name)
+    no_args(args, o, name)
     if o.done and o.open then usage_error "todo list: --done and --open exclude each other" end
+  end,
+  act = function(s, _, o)
     local completed
     if o.done then completed = true elseif o.open then completed = false end
-    local db = connect(o)
-    local s = db:session(user_by_email(db, email))
     local after, n = nil, 0
     repeat
       local page = check(s:list_todos { completed = completed, search = o.search,
@@ -403,42 +416,21 @@ command("todo list", {
       end
       after = page.next
     until not after
-    db:close()
     if n == 0 then err:write "no todos\n" end
-    return 0
   end,
 })
 
-command("todo done", {
-  usage = "todo done --user EMAIL ID",
-  summary = "mark a todo as completed",
-  options = { user = "value" },
-  run = function(o, args)
-    local email = need_user(o, "todo done")
-    local id = todo_id(one_arg(args, "todo done", "ID"), "todo done")
-    local db = connect(o)
-    local s = db:session(user_by_email(db, email))
+todo_command("todo done", {
+  usage = "todo done --user EMAIL ID", summary = "mark a todo as completed", args = id_arg,
+  act = function(s, id)
     local t = check(s:update_todo(id, { completed = true }))
     say("done: %s %s", tostring(t.id), t.title)
-    db:close()
-    return 0
   end,
 })
 
-command("todo rm", {
-  usage = "todo rm --user EMAIL ID",
-  summary = "delete a todo",
-  options = { user = "value" },
-  run = function(o, args)
-    local email = need_user(o, "todo rm")
-    local id = todo_id(one_arg(args, "todo rm", "ID"), "todo rm")
-    local db = connect(o)
-    local s = db:session(user_by_email(db, email))
-    check(s:delete_todo(id))
-    say("deleted todo %s", id)
-    db:close()
-    return 0
-  end,
+todo_command("todo rm", {
+  usage = "todo rm --user EMAIL ID", summary = "delete a todo", args = id_arg,
+  act = function(s, id) check(s:delete_todo(id)); say("deleted todo %s", id) end,
 })
 
 -- ---- entry point -------------------------------------------------------------

@@ -5,36 +5,39 @@ local migrate = require "tododb.migrate"
 
 local M = { _VERSION = core._VERSION, null = core.null, core = core, token = core.token }
 
--- The URL of the embedded development database (scripts/devdb), if running.
+-- The URL of the embedded development database of the checkout this file
+-- lives in, if it runs: scripts/devdb writes it to .tododb/url on start and
+-- removes it on stop. A file read, never a process (nginx thread VMs too).
 function M.devdb_url()
-  local src = debug.getinfo(1, "S").source:match "^@(.*)/lua/tododb/init%.lua$"
-  if not src then return nil end
-  local p = io.popen("'" .. src .. "/scripts/devdb' url 2>/dev/null")
-  if not p then return nil end
-  local url = p:read "l"
-  p:close()
+  local top = debug.getinfo(1, "S").source:match "^@(.*)/lua/tododb/init%.lua$"
+  local f = top and io.open(top .. "/.tododb/url", "r")
+  if not f then return nil end
+  local url = f:read "*l"
+  f:close()
   return url ~= "" and url or nil
 end
 
--- `?tododb_prepare=off` (URL) or `tododb_prepare=off` (conninfo) is ours,
--- not libpq's: take it out and turn it into opts.prepare = false.
+local PREPARE = { on = true, ["true"] = true, ["1"] = true, off = false, ["false"] = false, ["0"] = false }
+
+-- `?tododb_prepare=off` (URL) or `tododb_prepare=off` / `tododb_prepare='off'`
+-- (conninfo) is ours, not libpq's: take it out and turn it into
+-- opts.prepare = false. -> url, opts | nil, err (a value that is not on/off).
 local function own_options(url, opts)
-  local off
-  url = url:gsub("([?&])tododb_prepare=(%w+)&?", function(sep, v)
-    off = v == "off" or v == "false" or v == "0"
-    return sep
-  end):gsub("[?&]$", "")
-  url = url:gsub("%f[%w_]tododb_prepare%s*=%s*(%w+)", function(v)
-    off = v == "off" or v == "false" or v == "0"
-    return ""
-  end)
-  if off ~= nil then
-    local o = {}
-    for k, v in pairs(opts or {}) do o[k] = v end
-    o.prepare = not off
-    opts = o
+  local value
+  local function take(v) value = v; return "" end
+  url = url:gsub("([?&])tododb_prepare=([^&#]*)&?", function(sep, v) take(v); return sep end)
+           :gsub("[?&]$", "")
+  url = url:gsub("%f[%w_]tododb_prepare%s*=%s*'([^']*)'", take)
+           :gsub("%f[%w_]tododb_prepare%s*=%s*([^%s']*)", take)
+  if value == nil then return url, opts end
+  local prepare = PREPARE[value:lower()]
+  if prepare == nil then
+    return nil, core.error("invalid", "tododb_prepare must be on or off, got '" .. value .. "'")
   end
-  return url, opts
+  local o = {}
+  for k, v in pairs(opts or {}) do o[k] = v end
+  o.prepare = prepare
+  return url, o
 end
 
 -- tododb.connect([url_or_conninfo [, opts]]) -> db | nil, err
@@ -48,7 +51,9 @@ function M.connect(url, opts)
     return nil, core.error("unavailable",
       "no database: pass a URL, set DATABASE_URL or start the embedded one (scripts/devdb start)")
   end
-  return core.connect(own_options(url, opts))
+  local conninfo, o = own_options(url, opts)
+  if not conninfo then return nil, o end
+  return core.connect(conninfo, o)
 end
 
 -- Connection methods written in Lua.
@@ -57,11 +62,13 @@ local Connection = debug.getregistry()["tododb.Connection"].__index
 function Connection:migrate() return migrate.migrate(self) end
 function Connection:migration_status() return migrate.status(self) end
 
--- db:session_from_token(token, key [, opts]) -> Session | nil, err
+-- tododb.user_id_from_token(token, key [, opts]) -> user id | nil, err
 -- Verifies a bearer token (tododb.token.verify; key decides the algorithm)
--- and binds a session to its `sub`. A `sub` that is not one of our user ids
--- is unauthorized unless opts.map_subject(sub, claims) returns a user id.
-function Connection:session_from_token(token, key, opts)
+-- and returns the user id its `sub` names: one of our ids in decimal
+-- ("42", int8 range), or what opts.map_subject(sub, claims) returns. Any
+-- other subject is unauthorized. Needs no database (nginx checks tokens in
+-- the worker with it).
+function M.user_id_from_token(token, key, opts)
   local map, vopts = opts and opts.map_subject, opts
   if map then                            -- verify() refuses options it does not know
     vopts = {}
@@ -74,11 +81,19 @@ function Connection:session_from_token(token, key, opts)
     id = map(id, claims)
   elseif not (type(id) == "string" and id:match "^[1-9]%d*$"
               and (#id < 19 or (#id == 19 and id <= "9223372036854775807"))) then
-    id = nil                            -- decimal user ids in int8 range only
+    id = nil
   end
   if id == nil then
     return nil, core.error("unauthorized", "token subject is not a user of this application")
   end
+  return id
+end
+
+-- db:session_from_token(token, key [, opts]) -> Session | nil, err
+-- A session bound to tododb.user_id_from_token(token, key, opts).
+function Connection:session_from_token(token, key, opts)
+  local id, err = M.user_id_from_token(token, key, opts)
+  if not id then return nil, err end
   return self:session(id)
 end
 

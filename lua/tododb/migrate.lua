@@ -32,7 +32,7 @@ local function load()
   for _, file in ipairs(M.list) do
     local f, err = io.open(dir .. file .. ".sql", "rb")
     if not f then return fail("internal", "migration file missing: " .. tostring(err)) end
-    local sql = f:read "a"
+    local sql = f:read "*a"
     f:close()
     out[#out + 1] = { version = tonumber(file:match "^(%d+)_"), name = file,
                       sql = sql, checksum = core.sha256(sql) }
