@@ -109,8 +109,8 @@ end
 
 -- Runs SQL as the superuser with psql; returns its output (nil, output on error).
 function C:psql(sql, db)
-  local out = S.capture(as_pg(("%s/psql -X -q -At -v ON_ERROR_STOP=1 -h %s -p %d -U postgres -d %s -c %s 2>&1; echo \"rc=$?\"")
-    :format(C.bin, q(self.dir), self.port, db or "postgres", q(sql))))
+  local out = S.capture(as_pg(("%s/psql -X -q -At -v ON_ERROR_STOP=1 -h %s -p %d -U postgres -d %s -c %s"
+    .. " 2>&1; echo \"rc=$?\""):format(C.bin, q(self.dir), self.port, db or "postgres", q(sql))))
   local body, rc = out:match "^(.-)\n?rc=(%d+)%s*$"
   if rc ~= "0" then return nil, body end
   return body
