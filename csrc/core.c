@@ -14,6 +14,7 @@ TDB_EXPORT int luaopen_tododb_core(lua_State *L) {
   tdb_todo_open(L);
   tdb_session_open(L);
   tdb_token_open(L);
+  tdb_identity_open(L);
   lua_pushliteral(L, "tododb " TDB_VERSION);
   lua_setfield(L, -2, "_VERSION");
   lua_pushboolean(L, TDB_HAS_INT64);

@@ -76,4 +76,21 @@ const tdb_Sql tdb_sql[TDB_NSQL] = {
     "UPDATE todos SET completed = true WHERE user_id = $1 AND NOT completed", 1, 0 },
   [TDB_SQL_TODO_DELETE_DONE] = { "tdb_todo_delete_done",
     "DELETE FROM todos WHERE user_id = $1 AND completed", 1, 0 },
+
+  /* External identities (identity.c): (issuer, subject) -> user. */
+  [TDB_SQL_IDENT_USER] = { "tdb_ident_user",
+    "SELECT " USER_COLS " FROM users WHERE id ="
+    " (SELECT user_id FROM user_identities WHERE issuer = $1 AND subject = $2)", 2, 1 },
+  /* One statement: the user and its identity are created together or not at
+   * all. A concurrent provisioning of the same identity makes this fail with
+   * a unique violation (the caller then reads the winner's row). */
+  [TDB_SQL_IDENT_CREATE] = { "tdb_ident_create",
+    "WITH u AS (INSERT INTO users (email) VALUES ($3) RETURNING " USER_COLS "),"
+    " i AS (INSERT INTO user_identities (issuer, subject, user_id)"
+    " SELECT $1::text, $2::text, id FROM u)"
+    " SELECT * FROM u", 3, 0 },
+  [TDB_SQL_IDENT_LINK] = { "tdb_ident_link",
+    "INSERT INTO user_identities (issuer, subject, user_id) VALUES ($1, $2, $3)", 3, 0 },
+  [TDB_SQL_IDENT_UNLINK] = { "tdb_ident_unlink",
+    "DELETE FROM user_identities WHERE issuer = $1 AND subject = $2 AND user_id = $3", 3, 0 },
 };

@@ -44,6 +44,8 @@ enum {
   TDB_SQL_TODO_LIST_NEW, TDB_SQL_TODO_LIST_OLD,
   TDB_SQL_TODO_LIST_NEW_F, TDB_SQL_TODO_LIST_OLD_F,
   TDB_SQL_TODO_COUNT, TDB_SQL_TODO_COMPLETE_ALL, TDB_SQL_TODO_DELETE_DONE,
+  /* external identities (identity.c) */
+  TDB_SQL_IDENT_USER, TDB_SQL_IDENT_CREATE, TDB_SQL_IDENT_LINK, TDB_SQL_IDENT_UNLINK,
   TDB_NSQL
 };
 extern const tdb_Sql tdb_sql[TDB_NSQL];
@@ -116,11 +118,14 @@ void tdb_password_open(lua_State *L);
 #define TDB_EMAIL_BUF 256
 /* A User or a user id at idx (raises for anything else). */
 long long tdb_user_id(lua_State *L, int idx);
+/* Pushes row `row` of a result with the user columns (sql.c USER_COLS) as a User. */
+void tdb_push_user(lua_State *L, const PGresult *r, int row);
 void tdb_user_open(lua_State *L);
 void tdb_push_todo(lua_State *L, const PGresult *r, int row);
 void tdb_todo_open(lua_State *L);
 void tdb_session_open(lua_State *L);
 void tdb_token_open(lua_State *L);
+void tdb_identity_open(lua_State *L);
 
 /* Decoding of text-format values (conn.c). */
 long long tdb_parse_int8(const char *s);

@@ -22,8 +22,9 @@ static void copy_text(const PGresult *r, int row, int col, char *out, size_t cap
   out[n] = '\0';
 }
 
-/* Columns: id, email, created_at, updated_at. */
-static void push_user(lua_State *L, const PGresult *r, int row) {
+/* Columns: id, email, created_at, updated_at. A NULL email (a user from an
+ * external identity provider) is kept as "" and read as nil. */
+void tdb_push_user(lua_State *L, const PGresult *r, int row) {
   tdb_User *u = tdb_newudata(L, sizeof *u);
   u->id = tdb_parse_int8(PQgetvalue(r, row, 0));
   copy_text(r, row, 1, u->email, sizeof u->email);
@@ -49,7 +50,7 @@ long long tdb_user_id(lua_State *L, int idx) {
 
 static int push_field(lua_State *L, const tdb_User *u, const char *k) {
   if (!strcmp(k, "id")) tdb_pushint64(L, u->id);
-  else if (!strcmp(k, "email")) lua_pushstring(L, u->email);
+  else if (!strcmp(k, "email")) { if (*u->email) lua_pushstring(L, u->email); else lua_pushnil(L); }
   else if (!strcmp(k, "created_at")) lua_pushstring(L, u->created_at);
   else if (!strcmp(k, "updated_at")) lua_pushstring(L, u->updated_at);
   else return 0;
@@ -93,7 +94,8 @@ static int user_tostring(lua_State *L) {
   tdb_User *u = check_user(L, 1);
   char id[24];
   snprintf(id, sizeof id, "%lld", u->id);
-  lua_pushfstring(L, "tododb.User(%s, %s)", id, u->email);
+  if (*u->email) lua_pushfstring(L, "tododb.User(%s, %s)", id, u->email);
+  else lua_pushfstring(L, "tododb.User(%s)", id);
   return 1;
 }
 
@@ -139,7 +141,7 @@ static int one_user(lua_State *L, PGresult *r) {
     PQclear(r);
     return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
   }
-  push_user(L, r, 0);
+  tdb_push_user(L, r, 0);
   PQclear(r);
   return 1;
 }
@@ -201,7 +203,7 @@ static int user_authenticate(lua_State *L) {
   }
   vals[0] = email;
   if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_AUTH, vals)) == NULL) return 2;
-  if (PQntuples(r) == 0) {
+  if (PQntuples(r) == 0 || PQgetisnull(r, 0, 4)) {  /* no such user, or no password */
     PQclear(r);
     tdb_password_dummy(c, pw, pwn);
     return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
@@ -210,7 +212,7 @@ static int user_authenticate(lua_State *L) {
     PQclear(r);
     return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
   }
-  push_user(L, r, 0);
+  tdb_push_user(L, r, 0);
   if (tdb_password_needs_rehash(c, PQgetvalue(r, 0, 4)) && tdb_password_hash(c, pw, pwn, hash)) {
     PGresult *u;
     vals[0] = PQgetvalue(r, 0, 0);
@@ -336,7 +338,7 @@ static int user_list(lua_State *L) {
   if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_LIST, vals)) == NULL) return 2;
   lua_createtable(L, PQntuples(r), 0);
   for (int i = 0; i < PQntuples(r); i++) {
-    push_user(L, r, i);
+    tdb_push_user(L, r, i);
     lua_rawseti(L, -2, i + 1);
   }
   PQclear(r);

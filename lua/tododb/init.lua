@@ -62,23 +62,53 @@ local Connection = debug.getregistry()["tododb.Connection"].__index
 function Connection:migrate() return migrate.migrate(self) end
 function Connection:migration_status() return migrate.status(self) end
 
--- tododb.user_id_from_token(token, key [, opts]) -> user id | nil, err
--- Verifies a bearer token (tododb.token.verify; key decides the algorithm)
--- and returns the user id its `sub` names: one of our ids in decimal
--- ("42", int8 range), or what opts.map_subject(sub, claims) returns. Any
--- other subject is unauthorized. Needs no database (nginx checks tokens in
--- the worker with it).
-function M.user_id_from_token(token, key, opts)
-  local map, vopts = opts and opts.map_subject, opts
-  if map then                            -- verify() refuses options it does not know
+-- Options of user_id_from_token/session_from_token that verify() does not know.
+local OWN = { map_subject = true, provision = true }
+
+-- The email to provision from claims: claims.email unless provision.email == false.
+local function claimed_email(claims, provision)
+  if type(provision) == "table" and provision.email == false then return nil end
+  return type(claims.email) == "string" and claims.email or nil
+end
+
+-- The id of the user of the token's (iss, sub), created if need be.
+local function provisioned(db, claims, provision)
+  if type(claims.iss) ~= "string" then
+    return nil, core.error("unauthorized", "token has no issuer to provision its subject under")
+  end
+  local ident = { issuer = claims.iss, subject = claims.sub, email = claimed_email(claims, provision) }
+  local user, err = db:provision_user(ident)
+  if not user and err.code == "invalid" and err.field == "email" then
+    ident.email = nil                   -- an email tododb cannot store is left out
+    user, err = db:provision_user(ident)
+  end
+  if not user then
+    if err.code == "invalid" then err = core.error("unauthorized", err.message, err.field) end
+    return nil, err
+  end
+  return user.id
+end
+
+local function user_id(db, token, key, opts)
+  local map, provision, vopts = opts and opts.map_subject, opts and opts.provision, opts
+  if map and provision then
+    error("bad argument #3 (map_subject and provision exclude each other)", 3)
+  end
+  if provision and not db then
+    error("bad argument #3 (provision needs a database: use db:session_from_token)", 3)
+  end
+  if map ~= nil or provision ~= nil then -- verify() refuses options it does not know
     vopts = {}
-    for k, v in pairs(opts) do if k ~= "map_subject" then vopts[k] = v end end
+    for k, v in pairs(opts) do if not OWN[k] then vopts[k] = v end end
   end
   local claims, err = core.token.verify(token, key, vopts)
   if not claims then return nil, err end
   local id = claims.sub
   if map then
-    id = map(id, claims)
+    id, err = map(id, claims)
+    if id == nil and err ~= nil then return nil, err end
+  elseif provision then
+    return provisioned(db, claims, provision)
   elseif not (type(id) == "string" and id:match "^[1-9]%d*$"
               and (#id < 19 or (#id == 19 and id <= "9223372036854775807"))) then
     id = nil
@@ -89,10 +119,22 @@ function M.user_id_from_token(token, key, opts)
   return id
 end
 
+-- tododb.user_id_from_token(token, key [, opts]) -> user id | nil, err
+-- Verifies a bearer token (tododb.token.verify; key decides the algorithm)
+-- and returns the user id its `sub` names: one of our ids in decimal
+-- ("42", int8 range), or what opts.map_subject(sub, claims) returns (nil, err
+-- from it is returned as is). Any other subject is unauthorized. Needs no
+-- database (nginx checks tokens in the worker with it).
+function M.user_id_from_token(token, key, opts)
+  return user_id(nil, token, key, opts)
+end
+
 -- db:session_from_token(token, key [, opts]) -> Session | nil, err
--- A session bound to tododb.user_id_from_token(token, key, opts).
+-- A session bound to tododb.user_id_from_token(token, key, opts), or with
+-- opts.provision to the user of the token's (iss, sub) identity, found or
+-- created (db:provision_user).
 function Connection:session_from_token(token, key, opts)
-  local id, err = M.user_id_from_token(token, key, opts)
+  local id, err = user_id(self, token, key, opts)
   if not id then return nil, err end
   return self:session(id)
 end
