@@ -36,16 +36,27 @@ end
 local TOP = capture("pwd"):gsub("%s+$", "")
 local ROOT = capture("id -u"):gsub("%s+$", "") == "0"
 local MODULES = os.getenv "NGINX_MODULES" or "/usr/lib/nginx/modules"
--- Children must not inherit sanitizer runtimes (make check-asan).
-local ENV = "env -u LD_PRELOAD "
+-- Children must not inherit sanitizer runtimes (make check-asan), nor
+-- settings of the environment the specs run in.
+local ENV = "env -u LD_PRELOAD -u TODODB_TOKEN_SECRET -u TODODB_SIGNUP_UNIFORM "
 
 do
   local seed = os.time() + (tonumber(tostring({}):match "0x(%x+)" or "0", 16) or 0) % 1000003
   math.randomseed(seed)
 end
 
--- An nginx serving examples/nginx on a free port, in its own prefix dir.
--- opts: mode ("thread" | "worker"), workers, threads, pwhash.
+-- support.url with application_name set (URL or key=value form).
+local function with_param(url, k, v)
+  if url:match "^postgres[%w]*://" then
+    return url .. (url:find("?", 1, true) and "&" or "?") .. k .. "=" .. v
+  end
+  return url .. " " .. k .. "=" .. v
+end
+
+-- An nginx serving examples/nginx on a free port, in its own prefix dir,
+-- logging down to info level. opts: mode ("thread" | "worker"), workers,
+-- threads, pwhash, url (DATABASE_URL), secret (false: none), uniform
+-- (TODODB_SIGNUP_UNIFORM=1).
 local Server = {}
 Server.__index = Server
 
@@ -63,14 +74,10 @@ local function start(opts)
   -- nginx's connections carry their own application_name, so that a spec
   -- can find (and terminate) exactly those.
   s.appname = "tododb-nginx-spec-" .. math.random(1000000, 9999999)
-  local url = support.url
-  if url:match "^postgres[%w]*://" then
-    url = url .. (url:find("?", 1, true) and "&" or "?") .. "application_name=" .. s.appname
-  else
-    url = url .. " application_name=" .. s.appname
-  end
+  local url = opts.url or with_param(support.url, "application_name", s.appname)
   local env = ENV .. "DATABASE_URL=" .. sh(url)
-    .. " TODODB_TOKEN_SECRET=" .. sh(SECRET)
+    .. (opts.secret == false and "" or " TODODB_TOKEN_SECRET=" .. sh(SECRET))
+    .. (opts.uniform and " TODODB_SIGNUP_UNIFORM=1" or "")
     .. " TODODB_PWHASH=" .. sh(opts.pwhash or "min")
     .. " TODODB_NGINX_MODE=" .. sh(opts.mode or "thread")
   local tried = {}
@@ -80,7 +87,7 @@ local function start(opts)
       MODULES = MODULES, USER = ROOT and "user root;" or "", PREFIX = dir, TOP = TOP,
       PORT = tostring(port), WORKERS = tostring(opts.workers or 2),
       THREADS = tostring(opts.threads or 4),
-    })
+    }):gsub("(\nerror_log %S+) warn;", "%1 info;")
     write(dir .. "/nginx.conf", conf)
     local cmd = env .. " nginx -p " .. sh(dir) .. " -c " .. sh(dir .. "/nginx.conf")
       .. " -e " .. sh(dir .. "/logs/error.log") .. " >" .. sh(dir .. "/start.log") .. " 2>&1"
@@ -158,8 +165,9 @@ local function id_text(id) return string.format("%.0f", id) end
 
 -- Assertions ------------------------------------------------------------------
 
--- r is an error answer with this status, code and (if given) field.
-local function assert_error(r, status, code, field)
+-- r is an error answer with this status, code and (if given) field, and the
+-- request id of its X-Request-Id header (unless nginx itself answered, outside /api/).
+local function assert_error(r, status, code, field, outside_api)
   assert.equal(status, r.status, r.body)
   assert.equal("application/json", r.headers["content-type"])
   assert.is_table(r.json, r.body)
@@ -169,6 +177,27 @@ local function assert_error(r, status, code, field)
   if field ~= nil then assert.equal(field, r.json.error.field, r.body) end
   assert.not_match("stack traceback", r.body)
   assert.not_match("SELECT", r.body)
+  if not outside_api then
+    assert.matches("^%x+$", r.headers["x-request-id"] or "")
+    assert.equal(r.headers["x-request-id"], r.json.error.request_id, r.body)
+  end
+end
+
+-- Nothing of the database or the server in an answer.
+local function assert_no_internals(r)
+  for _, word in ipairs { "todos", "constraint", "foreign", "violat", "socket", "/tmp", "PGSQL", "FATAL",
+                          "database", "127.0.0.1", "signature", "expired", "algorithm", "TODODB_" } do
+    assert.is_nil(r.body:find(word, 1, true), "'" .. word .. "' in " .. r.body)
+  end
+end
+
+-- The error log's lines about one request (by the id its answer carried).
+local function log_of(server, r)
+  local id, lines = assert(r.headers["x-request-id"]), {}
+  for line in server:error_log():gmatch "[^\n]+" do
+    if line:find("request " .. id, 1, true) then lines[#lines + 1] = line end
+  end
+  return table.concat(lines, "\n")
 end
 
 local function assert_clean_log(server)
@@ -180,6 +209,57 @@ local function assert_clean_log(server)
     assert.not_match("%[emerg%]", line)
   end
 end
+
+-- What clients may read of an error (no nginx needed) ------------------------
+
+describe("tododb.nginx.failure", function()
+  local tnginx = require "tododb.nginx"
+  local db
+  setup(function() db = support.fresh() end)
+  teardown(function() if db then db:close() end end)
+
+  it("keeps the code, message and field of an error tododb itself worded", function()
+    local _, err = db:create_user { email = "not an email", password = "long enough" }
+    local r = tnginx.failure(err)
+    assert.is_false(r.ok)
+    assert.same({ code = "invalid", message = err.message, field = "email" }, r.error)
+    assert.is_nil(r.detail)
+  end)
+
+  it("replaces database text by a generic message and keeps it in detail", function()
+    local u = assert(db:create_user { email = "gone@example.com", password = "long enough" })
+    local s = db:session(u.id)
+    assert(db:delete_user(u.id))
+    local _, err = s:create_todo { title = "orphan" }
+    assert.equal("not_found", err.code)
+    local r = tnginx.failure(err, "create")
+    assert.same({ code = "not_found", message = "not found" }, r.error)
+    assert.matches("^create: %[23503%] ", r.detail)
+    assert.matches(err.message, r.detail, 1, true)
+    local _, qerr = db:query "SELECT * FROM no_such_table_here"
+    r = tnginx.failure(qerr)
+    assert.same({ code = "internal", message = "internal error" }, r.error)
+    assert.matches("no_such_table_here", r.detail, 1, true)
+  end)
+
+  it("never shows the message of an unavailable or internal error", function()
+    local r = tnginx.failure { code = "unavailable", message = 'connection to server on socket "/tmp/x" failed' }
+    assert.equal("unavailable", r.error.code)
+    assert.is_nil(r.error.message:find("/tmp", 1, true))
+    assert.matches("/tmp/x", r.detail, 1, true)
+    r = tnginx.failure { code = "internal", message = "signing is not configured", detail = "no key" }
+    assert.same({ code = "internal", message = "internal error" }, r.error)
+    assert.equal("signing is not configured (no key)", r.detail)
+  end)
+
+  it("makes anything else (a Lua error, an unknown code) internal", function()
+    local r = tnginx.failure "handler.lua:12: attempt to index a nil value"
+    assert.same({ code = "internal", message = "internal error" }, r.error)
+    assert.matches("attempt to index", r.detail, 1, true)
+    r = tnginx.failure { code = "weird", message = "?" }
+    assert.equal("internal", r.error.code)
+  end)
+end)
 
 -- The API, in each mode -------------------------------------------------------
 
@@ -290,6 +370,25 @@ for _, mode in ipairs { "thread", "worker" } do
         local t = tododb.token.sign({ sub = "admin" }, SECRET, { expires_in = 60 })
         assert_error(req("GET", "/api/todos", { token = t }), 401, "unauthorized")
       end)
+
+      it("tells the client nothing of why a token failed; the reason goes to the log", function()
+        local priv = tododb.token.ed25519_keypair()
+        local answers = {}
+        for why, t in pairs {
+          expired = tododb.token.sign({ sub = id_text(alice.id), exp = os.time() - 60 }, SECRET),
+          ["bad signature"] = tododb.token.sign({ sub = id_text(alice.id) }, string.rep("k", 32),
+                                                { expires_in = 60 }),
+          algorithm = tododb.token.sign({ sub = id_text(alice.id) }, priv, { expires_in = 60 }),
+          subject = tododb.token.sign({ sub = "admin" }, SECRET, { expires_in = 60 }),
+        } do
+          local r = req("GET", "/api/todos", { token = t })
+          assert_error(r, 401, "unauthorized")
+          assert_no_internals(r)
+          answers[#answers + 1] = r.json.error.message
+          assert.matches("token refused: %S", log_of(server, r), nil, why)
+        end
+        for i = 2, #answers do assert.equal(answers[1], answers[i]) end
+      end)
     end)
 
     describe("todos", function()
@@ -358,6 +457,25 @@ for _, mode in ipairs { "thread", "worker" } do
         assert.equal(200, r.status)
         assert.same(mine, r.json)
         assert.equal(204, req("DELETE", path, { token = bob.token }).status)
+      end)
+
+      it("answer a deleted user's token with a 404 that names nothing of the database", function()
+        local gone = {}
+        register(gone, "gone-" .. mode .. "@example.com")
+        assert(db:delete_user(gone.id))
+        local r = req("POST", "/api/todos", { token = gone.token, json = { title = "orphan" } })
+        assert_error(r, 404, "not_found")
+        assert_no_internals(r)
+        assert.matches("[23503]", log_of(server, r), 1, true)    -- the database's text is logged
+      end)
+
+      it("carry the request id on success too", function()
+        local r = req("POST", "/api/todos", { token = alice.token, json = { title = "with an id" } })
+        assert.equal(201, r.status)
+        assert.matches("^%x+$", r.headers["x-request-id"])
+        local again = req("GET", "/api/todos/" .. id_text(r.json.id), { token = alice.token })
+        assert.not_equal(r.headers["x-request-id"], again.headers["x-request-id"])
+        assert.equal(204, req("DELETE", "/api/todos/" .. id_text(r.json.id), { token = alice.token }).status)
       end)
 
       it("answer a missing id or a non-numeric one with 404", function()
@@ -430,7 +548,7 @@ for _, mode in ipairs { "thread", "worker" } do
 
       it("answers unknown routes with 404 and wrong methods with 405", function()
         assert_error(req("GET", "/api/nothing"), 404, "not_found")
-        assert_error(req("GET", "/elsewhere"), 404, "not_found")
+        assert_error(req("GET", "/elsewhere"), 404, "not_found", nil, true)
         local r = req("PUT", "/api/todos", { token = alice.token })
         assert_error(r, 405, "method_not_allowed")
         assert.match("GET", r.headers.allow)
@@ -507,7 +625,11 @@ for _, mode in ipairs { "thread", "worker" } do
         for i = 1, 8 do
           local r = req("POST", "/api/todos", { token = alice.token, json = { title = "after " .. i } })
           statuses[#statuses + 1] = r.status
-          if r.status ~= 201 then assert_error(r, 503, "unavailable") end
+          if r.status ~= 201 then
+            assert_error(r, 503, "unavailable")
+            assert_no_internals(r)
+            assert.matches("%[warn%].*unavailable", log_of(server, r))
+          end
         end
         for i = #statuses - 2, #statuses do assert.equal(201, statuses[i], table.concat(statuses, " ")) end
         assert.equal(200, req("GET", "/api/todos", { token = alice.token }).status)
@@ -519,6 +641,80 @@ for _, mode in ipairs { "thread", "worker" } do
     end)
   end)
 end
+
+-- Failures of the deployment ------------------------------------------------
+
+describe("nginx JSON API with an unusable database and no token key", function()
+  local server
+
+  setup(function()
+    local url = support.url
+    if url:match "^postgres[%w]*://" then
+      url = url:gsub("^(postgres[%w]*://[^/?]*/)[^?]*", "%1tododb_no_such_database")
+    else
+      url = url .. " dbname=tododb_no_such_database"
+    end
+    server = start { mode = "thread", url = url, secret = false }
+  end)
+
+  teardown(function() if server then server:stop() end end)
+
+  it("answers 503 with a generic message, the details in the log under the request id", function()
+    local r = server:request("POST", "/api/users", { json = { email = "x@example.com", password = "long enough" } })
+    assert_error(r, 503, "unavailable")
+    assert_no_internals(r)
+    local log = log_of(server, r)
+    assert.matches("%[warn%]", log)
+    assert.matches("tododb_no_such_database", log, 1, true)
+  end)
+
+  it("answers 500 internal when the token key is missing, the reason in the log", function()
+    local t = tododb.token.sign({ sub = "1" }, SECRET, { expires_in = 60 })
+    local r = server:request("GET", "/api/todos", { token = t })
+    assert_error(r, 500, "internal")
+    assert_no_internals(r)
+    assert.equal("internal error", r.json.error.message)
+    local log = log_of(server, r)
+    assert.matches("%[error%]", log)
+    assert.matches("TODODB_TOKEN_SECRET is not set", log, 1, true)
+  end)
+end)
+
+describe("nginx JSON API with TODODB_SIGNUP_UNIFORM=1", function()
+  local server, db
+
+  setup(function()
+    db = support.fresh()
+    server = start { mode = "worker", uniform = true }
+  end)
+
+  teardown(function()
+    if server then server:stop() end
+    if db then db:close() end
+  end)
+
+  it("answers a new and a taken email alike with 202, and creates the account once", function()
+    local new = server:request("POST", "/api/users", { json = { email = "uni@example.com", password = "long enough" } })
+    local taken = server:request("POST", "/api/users", { json = { email = "UNI@example.com", password = "other pass" } })
+    assert.equal(202, new.status, new.body)
+    assert.equal(202, taken.status, taken.body)
+    assert.equal(new.body, taken.body)
+    assert.same({ status = "accepted" }, new.json)
+    assert.is_nil(new.body:find("uni@", 1, true))
+    assert(db:authenticate("uni@example.com", "long enough"))
+    assert.is_nil(db:authenticate("uni@example.com", "other pass"))
+    assert.equal(1, #assert(db:list_users {}))
+  end)
+
+  it("still answers invalid input with 422 naming the field", function()
+    local account = { email = "not an email", password = "long enough" }
+    assert_error(server:request("POST", "/api/users", { json = account }), 422, "invalid", "email")
+  end)
+
+  it("leaves no [error], [crit] or [alert] lines in the error log", function()
+    assert_clean_log(server)
+  end)
+end)
 
 -- The thread pool -------------------------------------------------------------
 

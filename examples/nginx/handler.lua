@@ -1,7 +1,7 @@
 -- examples/nginx/handler.lua: a JSON todo API over tododb, for nginx with
 -- lua-nginx-module (see examples/nginx/nginx.conf and scripts/serve).
 --
---   POST   /api/users                  {email, password}        -> 201 user
+--   POST   /api/users                  {email, password}        -> 201 user (202 with TODODB_SIGNUP_UNIFORM=1)
 --   POST   /api/tokens                 {email, password}        -> 201 {token, token_type, expires_in}
 --   GET    /api/todos?completed=&search=&order=&limit=&after=   -> {items, next}
 --   POST   /api/todos                  {title, description?, completed?} -> 201 todo
@@ -12,11 +12,13 @@
 --   DELETE /api/todos?completed=true                            -> {deleted}
 --
 -- Todo routes need `Authorization: Bearer <token>`. Every error is
--- {"error":{"code","message","field"}}: invalid 422 (400 for a body that is
--- not a JSON object or a malformed query), unauthorized 401, not_found 404,
--- conflict 409, unavailable 503, internal 500, 413 body too large, 415 body
--- not application/json. Expected failures are logged at info level, an
--- unavailable database at warn, only real faults at error (never to the client).
+-- {"error":{"code","message","field","request_id"}}: invalid 422 (400 for a
+-- body that is not a JSON object or a malformed query), unauthorized 401,
+-- not_found 404, conflict 409, unavailable 503, internal 500, 413 body too
+-- large, 415 body not application/json. Every answer has an X-Request-Id
+-- header. Messages never carry database or server text; the details go to
+-- the error log under the request id: expected failures (and why a token was
+-- refused) at info level, an unavailable database at warn, real faults at error.
 local cjson = require("cjson").new()
 local tododb = require "tododb"
 local tnginx = require "tododb.nginx"
@@ -92,25 +94,43 @@ local function fail(status, code, message, field)
   return status, { error = { code = code, message = message, field = field or null } }
 end
 
--- Maps a tododb error (plain table) to an answer, logging what is worth it.
+-- nginx's $request_id, read once: an unindexed variable is computed anew
+-- (a new random id) on every read.
+local function request_id()
+  local ctx = ngx.ctx
+  if not ctx.request_id then ctx.request_id = ngx.var.request_id end
+  return ctx.request_id
+end
+
+-- A line in nginx's error log, tagged with the request id the answer carries.
+local function log(level, ...)
+  ngx.log(level, "tododb: request ", request_id(), ": ", ...)
+end
+
+-- Maps a failed tododb.nginx call ({ error =, detail = }, already
+-- client-safe: tododb.nginx.failure) to an answer; the detail goes to the
+-- log: error level for 500, warn for 503, info for the rest.
 local function db_fail(res)
   local e = res.error or {}
   local status = STATUS[e.code] or 500
   if status >= 500 then
-    ngx.log(status == 503 and ngx.WARN or ngx.ERR, "tododb: ", e.code, ": ",
-            tostring(res.detail or e.message))
+    log(status == 503 and ngx.WARN or ngx.ERR, tostring(e.code), ": ", tostring(res.detail))
+  elseif res.detail then
+    log(ngx.INFO, tostring(e.code), ": ", tostring(res.detail))
   end
-  if status == 500 then return fail(500, "internal", "internal error") end
-  return fail(status, e.code, e.message or e.code, e.field)
+  return fail(status, e.code, e.message, e.field)
 end
 
+-- Every answer carries the request id (X-Request-Id, and request_id in an
+-- error body): the key to the error log's lines about it.
 local function send(status, body, headers)
   ngx.req.discard_body()                -- no-op when the body was read
   ngx.status = status
   for k, v in pairs(headers or {}) do ngx.header[k] = v end
-  if status >= 400 and status < 500 then
-    local e = type(body) == "table" and body.error or {}
-    ngx.log(ngx.INFO, "tododb: ", status, " ", tostring(e.code), ": ", tostring(e.message))
+  ngx.header["X-Request-Id"] = request_id()
+  if type(body) == "table" and body.error then
+    body.error.request_id = request_id()
+    if status < 500 then log(ngx.INFO, status, " ", tostring(body.error.code), ": ", tostring(body.error.message)) end
   end
   if body == nil then return ngx.exit(status) end
   ngx.header["Content-Type"] = "application/json"
@@ -180,20 +200,14 @@ local function authenticate()
     return nil, fail(401, "unauthorized", "a bearer token is required")
   end
   local key, why = tnginx.secret()
-  if not key then
-    ngx.log(ngx.ERR, "tododb: ", why)
-    return nil, fail(500, "internal", "internal error")
+  if not key then return nil, db_fail(tnginx.failure(why)) end
+  -- Why a token failed (expired, bad signature, ...) is for the log only.
+  local uid, err = tododb.user_id_from_token(token, key)
+  if not uid then
+    log(ngx.INFO, "token refused: ", tostring(err and err.message))
+    return nil, fail(401, "unauthorized", "the bearer token is not valid")
   end
-  local claims, err = tododb.token.verify(token, key)
-  if not claims then
-    return nil, fail(401, "unauthorized", err and err.message or "invalid token")
-  end
-  local sub = claims.sub
-  if not (type(sub) == "string" and sub:match "^[1-9]%d*$"
-          and (#sub < 19 or (#sub == 19 and sub <= "9223372036854775807"))) then
-    return nil, fail(401, "unauthorized", "token subject is not a user of this application")
-  end
-  return sub
+  return uid
 end
 
 -- Query arguments: table | nil, status, body (400 for malformed ones).
@@ -241,25 +255,33 @@ end
 
 local routes = {}
 
-function routes.register()
+-- The {email, password} body of the account routes: table | nil, status, body.
+local function account()
   local obj, st, body = read_json()
-  if not obj then return st, body end
+  if not obj then return nil, st, body end
   st, body = check_fields(obj, ACCOUNT_FIELDS, { "email", "password" })
-  if st then return st, body end
-  local u
-  u, st, body = call("register", { email = obj.email, password = obj.password })
+  if st then return nil, st, body end
+  return { email = obj.email, password = obj.password }
+end
+
+-- 201 with the user; 409 conflict when the email is taken. With
+-- TODODB_SIGNUP_UNIFORM=1 both are 202 {"status":"accepted"}: the answer does
+-- not tell whether the email had an account (for deployments that confirm
+-- the address by mail before the account is usable).
+function routes.register()
+  local u, st, body = account()
+  if u then u, st, body = call("register", u) end
+  if tnginx.signup_uniform() and (u or body.error.code == "conflict") then
+    return 202, { status = "accepted" }
+  end
   if not u then return st, body end
   u.id = int(u.id)
   return 201, u
 end
 
 function routes.token()
-  local obj, st, body = read_json()
-  if not obj then return st, body end
-  st, body = check_fields(obj, ACCOUNT_FIELDS, { "email", "password" })
-  if st then return st, body end
-  local r
-  r, st, body = call("login", { email = obj.email, password = obj.password })
+  local r, st, body = account()
+  if r then r, st, body = call("login", r) end
   if not r then return st, body end
   return 201, { token = r.token, token_type = r.token_type, expires_in = r.expires_in }
 end
@@ -380,8 +402,7 @@ end
 function H.handle()
   local ok, status, body, headers = xpcall(route, debug.traceback)
   if not ok then
-    ngx.log(ngx.ERR, "tododb: handler failed: ", status)
-    status, body = fail(500, "internal", "internal error")
+    status, body = db_fail(tnginx.failure(status, "handler failed"))
     headers = nil
   end
   return send(status, body, headers)

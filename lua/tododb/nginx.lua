@@ -11,7 +11,8 @@
 -- tododb.null, tables without cycles): that is all that crosses between the
 -- worker's Lua VM and the thread pool's VMs. Every operation answers one table:
 --   { ok = true, value = ... }  or  { ok = false, error = { code =, message =, field = } }
--- and never raises; an unexpected Lua error becomes code "internal" with the
+-- and never raises; tododb.nginx.failure decides what of an error the client
+-- may read. An unexpected Lua error becomes code "internal" with the
 -- traceback in `detail` (for the error log, never for the client).
 --
 -- Each Lua VM that runs operations keeps one database connection (a
@@ -24,6 +25,7 @@
 --   TODODB_TOKEN_SECRET  HS256 key for bearer tokens, at least 32 bytes
 --   TODODB_PWHASH        argon2id cost: interactive (default), moderate, min
 --   TODODB_NGINX_MODE    "thread" (default) or "worker"
+--   TODODB_SIGNUP_UNIFORM  "1": the example API answers every sign-up alike
 local tododb = require "tododb"
 
 local M = {
@@ -56,6 +58,12 @@ function M.secret()
   return s
 end
 
+-- Whether sign-up answers alike for new and taken emails (TODODB_SIGNUP_UNIFORM=1).
+function M.signup_uniform()
+  local v = getenv "TODODB_SIGNUP_UNIFORM"
+  return v == "1" or v == "true" or v == "on"
+end
+
 -- Sets pool, vms, wait, token_ttl (call from init_by_lua* or init_worker_by_lua*).
 function M.configure(opts)
   for k, v in pairs(opts or {}) do
@@ -71,17 +79,6 @@ end
 
 local db                      -- this VM's connection, or nil
 
-local function plain_error(err)
-  if type(err) ~= "table" and type(err) ~= "userdata" then
-    return { code = "internal", message = tostring(err) }
-  end
-  return {
-    code = err.code or "internal",
-    message = err.message or tostring(err),
-    field = err.field,
-  }
-end
-
 local function connection()
   if db then return db end
   local pwhash = getenv "TODODB_PWHASH"
@@ -95,6 +92,41 @@ end
 function M.reset()
   if db then pcall(db.close, db) end
   db = nil
+end
+
+-- Error answers ---------------------------------------------------------------
+-- What a client may read of an error: its stable code, its field and a
+-- message of ours. Text that can come from the server or the database
+-- (internal and unavailable errors, anything carrying a sqlstate: table and
+-- constraint names, socket paths, host addresses) is replaced by a generic
+-- message and kept in `detail`, for the error log only.
+
+local GENERIC = {
+  internal = "internal error",
+  unavailable = "the service is unavailable, try again later",
+  not_found = "not found",
+  conflict = "conflict with existing data",
+  invalid = "invalid input",
+  unauthorized = "unauthorized",
+}
+
+-- tododb.nginx.failure(err [, context]) -> { ok = false, error = { code =, message =, field = }, detail = }
+-- err: a tododb error (or a table like one); anything else (a Lua error
+-- message) is internal. context prefixes the detail.
+function M.failure(err, context)
+  local code, message, field, sqlstate, detail
+  if type(err) == "table" or type(err) == "userdata" then
+    code, message, field, sqlstate, detail = err.code, err.message, err.field, err.sqlstate, err.detail
+  end
+  code = GENERIC[code] and code or "internal"
+  message = tostring(message or err)
+  if code == "internal" or code == "unavailable" or sqlstate then
+    local d = (sqlstate and "[" .. sqlstate .. "] " or "") .. message
+    detail = detail and d .. " (" .. tostring(detail) .. ")" or d
+    message = GENERIC[code]
+  end
+  if context and detail then detail = context .. ": " .. detail end
+  return { ok = false, error = { code = code, message = message, field = field }, detail = detail }
 end
 
 -- Operations ----------------------------------------------------------------
@@ -115,11 +147,24 @@ local function todos_of(list)
   return out
 end
 
+-- Operations on one user's todos: f(session, args) -> value | nil, err.
+local function session_op(f)
+  return function(c, a)
+    local s, err = c:session(a.user_id)
+    if not s then return nil, err end
+    return f(s, a)
+  end
+end
+
+-- A User or Todo (or the error) as the plain data an operation answers.
+local function plain(obj, err)
+  if not obj then return nil, err end
+  return obj:to_table()
+end
+
 -- register{ email =, password = } -> user table
 function ops.register(c, a)
-  local u, err = c:create_user { email = a.email, password = a.password }
-  if not u then return nil, err end
-  return u:to_table()
+  return plain(c:create_user { email = a.email, password = a.password })
 end
 
 -- login{ email =, password = } -> { token =, expires_in =, user = }
@@ -137,87 +182,52 @@ end
 
 -- list{ user_id =, completed =, search =, order =, limit =, after = }
 --   -> { items = { todo… }, next = cursor | nil }
-function ops.list(c, a)
-  local page, err = c:session(a.user_id):list_todos {
+ops.list = session_op(function(s, a)
+  local page, err = s:list_todos {
     completed = a.completed, search = a.search, order = a.order,
     limit = a.limit, after = a.after,
   }
   if not page then return nil, err end
   return { items = todos_of(page.items), next = page.next }
-end
+end)
 
 -- create{ user_id =, todo = { title =, description =, completed = } } -> todo
-function ops.create(c, a)
-  local t, err = c:session(a.user_id):create_todo(a.todo)
-  if not t then return nil, err end
-  return t:to_table()
-end
+ops.create = session_op(function(s, a) return plain(s:create_todo(a.todo)) end)
 
 -- get{ user_id =, id = } -> todo
-function ops.get(c, a)
-  local t, err = c:session(a.user_id):get_todo(a.id)
-  if not t then return nil, err end
-  return t:to_table()
-end
+ops.get = session_op(function(s, a) return plain(s:get_todo(a.id)) end)
 
 -- update{ user_id =, id =, changes = { title =, description =, completed = } } -> todo
-function ops.update(c, a)
-  local t, err = c:session(a.user_id):update_todo(a.id, a.changes)
-  if not t then return nil, err end
-  return t:to_table()
-end
+ops.update = session_op(function(s, a) return plain(s:update_todo(a.id, a.changes)) end)
 
 -- toggle{ user_id =, id = } -> todo
-function ops.toggle(c, a)
-  local t, err = c:session(a.user_id):toggle_todo(a.id)
-  if not t then return nil, err end
-  return t:to_table()
-end
+ops.toggle = session_op(function(s, a) return plain(s:toggle_todo(a.id)) end)
 
 -- delete{ user_id =, id = } -> true
-function ops.delete(c, a)
-  return c:session(a.user_id):delete_todo(a.id)
-end
+ops.delete = session_op(function(s, a) return s:delete_todo(a.id) end)
 
 -- count{ user_id =, completed = } -> n
-function ops.count(c, a)
-  return c:session(a.user_id):count_todos { completed = a.completed }
-end
+ops.count = session_op(function(s, a) return s:count_todos { completed = a.completed } end)
 
 -- complete_all{ user_id = } -> n
-function ops.complete_all(c, a)
-  return c:session(a.user_id):complete_all()
-end
+ops.complete_all = session_op(function(s) return s:complete_all() end)
 
 -- delete_completed{ user_id = } -> n
-function ops.delete_completed(c, a)
-  return c:session(a.user_id):delete_completed()
-end
+ops.delete_completed = session_op(function(s) return s:delete_completed() end)
 
 -- Entry points ----------------------------------------------------------------
 
 local function run_op(op, args)
   local f = ops[op]
-  if not f then
-    return { ok = false, error = { code = "internal", message = "internal error" },
-             detail = "tododb.nginx: no operation '" .. tostring(op) .. "'" }
-  end
+  if not f then return M.failure("tododb.nginx: no operation '" .. tostring(op) .. "'") end
   local c, err = connection()
-  if not c then
-    local e = plain_error(err)
-    return { ok = false, error = e, detail = "connect: " .. tostring(e.message) }
-  end
+  if not c then return M.failure(err, "connect") end
   local value
   value, err = f(c, args or {})
   if value == nil then
-    local e = plain_error(err)
-    local detail = type(err) == "table" and err.detail or nil
-    if e.code == "unavailable" then M.reset() end
-    if e.code == "internal" then
-      detail = detail or e.message
-      e.message = "internal error"
-    end
-    return { ok = false, error = e, detail = detail }
+    local res = M.failure(err, op)
+    if res.error.code == "unavailable" then M.reset() end
+    return res
   end
   return { ok = true, value = value }
 end
@@ -230,8 +240,7 @@ function M.dispatch(op, args)
   if ok then return res end
   -- A raised error (misuse or a bug): the connection may be mid-call.
   M.reset()
-  return { ok = false, error = { code = "internal", message = "internal error" },
-           detail = tostring(res) }
+  return M.failure(tostring(res))
 end
 
 local semaphore                -- bounds calls in flight to the VM pool size
@@ -246,15 +255,11 @@ function M.run(op, args, mode)
   end
   local ok, err = semaphore:wait(M.wait)
   if not ok then
-    return { ok = false, error = { code = "unavailable", message = "server busy, try again" },
-             detail = "waiting for a thread VM: " .. tostring(err) }
+    return M.failure({ code = "unavailable", message = "no free thread VM: " .. tostring(err) })
   end
   local done, res = ngx.run_worker_thread(M.pool, "tododb.nginx", "dispatch", op, args)
   semaphore:post(1)
-  if not done then
-    return { ok = false, error = { code = "internal", message = "internal error" },
-             detail = "run_worker_thread: " .. tostring(res) }
-  end
+  if not done then return M.failure("run_worker_thread: " .. tostring(res)) end
   return res
 end
 
