@@ -694,8 +694,11 @@ describe("nginx JSON API with TODODB_SIGNUP_UNIFORM=1", function()
   end)
 
   it("answers a new and a taken email alike with 202, and creates the account once", function()
-    local new = server:request("POST", "/api/users", { json = { email = "uni@example.com", password = "long enough" } })
-    local taken = server:request("POST", "/api/users", { json = { email = "UNI@example.com", password = "other pass" } })
+    local function signup(email, password)
+      return server:request("POST", "/api/users", { json = { email = email, password = password } })
+    end
+    local new = signup("uni@example.com", "long enough")
+    local taken = signup("UNI@example.com", "other pass")
     assert.equal(202, new.status, new.body)
     assert.equal(202, taken.status, taken.body)
     assert.equal(new.body, taken.body)
