@@ -29,9 +29,11 @@ CPATH   := $(TOP)/$(BUILD)/?.so
 
 DEB_PKGS := lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libpq-dev libsodium-dev \
             postgresql postgresql-contrib lua-busted lua-cjson pkg-config gcc make \
-            valgrind nginx libnginx-mod-http-lua curl lua-check
+            valgrind nginx libnginx-mod-http-lua curl nodejs lua-check
 
-.PHONY: all deps test check check-asan check-valgrind env install clean demo serve \
+INTEROP ?= build/interop
+
+.PHONY: interop all deps test check check-asan check-valgrind env install clean demo serve \
         bench db-start db-stop help lint
 all: $(MODULE)
 
@@ -44,7 +46,7 @@ $(MODULE): $(OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
 
 help:
-	@echo "make deps | all | test | check | lint | demo | serve | bench | env | install | clean"
+	@echo "make deps | all | test | check | lint | interop | demo | serve | bench | env | install | clean"
 
 # Installs the Debian packages that are missing; a second run does nothing.
 deps:
@@ -116,3 +118,19 @@ bench: deps
 	@$(MAKE) -s LUA=lua5.4 all
 	@$(MAKE) -s LUA=luajit all
 	@QUICK=$(QUICK) bench/run
+
+# A real Better Auth against tododb: npm installs the versions pinned in
+# interop/package-lock.json into $(INTEROP), then spec/81-betterauth_spec.lua
+# runs interop/betterauth.mjs (Node >= 20) on the embedded PostgreSQL.
+interop: deps
+	@command -v npm >/dev/null || { echo "installing: npm"; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }
+	@node -e 'process.exit(+process.versions.node.split(".")[0] >= 20 ? 0 : 1)' || \
+	  { echo "interop: Better Auth needs Node >= 20 (found $$(node --version))"; exit 1; }
+	@$(MAKE) -s LUA=lua5.4 all
+	@$(MAKE) -s LUA=luajit all
+	@mkdir -p $(INTEROP)
+	@cp interop/betterauth.mjs $(INTEROP)/
+	@cmp -s interop/package-lock.json $(INTEROP)/package-lock.json && [ -d $(INTEROP)/node_modules ] || \
+	  { cp interop/package.json interop/package-lock.json $(INTEROP)/ && \
+	    cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error; }
+	@TDB_INTEROP=$(CURDIR)/$(INTEROP) SPECS=spec/81-betterauth_spec.lua scripts/run-specs lua5.4 luajit
