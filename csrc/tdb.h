@@ -95,6 +95,9 @@ int tdb_checkid(lua_State *L, int idx, long long *out);
 /* Characters in a valid UTF-8 string, or -1 when it is not valid UTF-8 or
  * holds a NUL byte. */
 long tdb_utf8_len(const char *s, size_t n);
+/* Bytes in the well-formed UTF-8 sequence at s (n > 0 bytes left), 0 when
+ * there is none. A NUL byte is a sequence of one. The one UTF-8 validator. */
+size_t tdb_utf8_next(const char *s, size_t n);
 /* Validates and normalises (trim, lower-case ASCII) an email into buf
  * (at least 256 bytes). Returns NULL or a message naming the broken rule. */
 const char *tdb_check_email(const char *s, size_t n, char *buf, size_t *outlen);
@@ -104,6 +107,49 @@ const char *tdb_check_title(const char **s, size_t *n);
 /* Description: at most 1000 characters of UTF-8 without NUL. */
 const char *tdb_check_description(const char *s, size_t n);
 void tdb_validate_open(lua_State *L);
+
+/* json.c: strict JSON (RFC 8259) ------------------------------------- */
+/* An append buffer: bytes in a userdata at stack slot idx. Growing replaces
+ * that slot, so the stack above it stays free for the caller; growing past
+ * max raises. The writers below need nothing else from the Lua stack. */
+typedef struct tdb_Buf {
+  lua_State *L;
+  int idx;
+  char *p;
+  size_t n, cap, max;
+  int sep;                      /* a value came last: the next needs a comma */
+} tdb_Buf;
+/* Pushes the userdata (empty buffer). */
+void tdb_buf_init(lua_State *L, tdb_Buf *b, size_t max);
+/* Room for k more bytes at b->p + b->n (the caller adds to b->n). */
+char *tdb_buf_room(tdb_Buf *b, size_t k);
+void tdb_buf_add(tdb_Buf *b, const void *s, size_t k);
+/* Replaces the userdata at b->idx with the buffer's text as a string. */
+void tdb_buf_result(tdb_Buf *b);
+/* JSON values, commas included: open '{' or '[', then keys and values,
+ * then close with '}' or ']'. tdb_json_key takes a plain ASCII name that
+ * needs no escaping (a C literal); tdb_json_str returns 0 for text that is
+ * not UTF-8, tdb_json_double 0 for NaN and infinities (nothing written). */
+void tdb_json_open(tdb_Buf *b, char c);
+void tdb_json_close(tdb_Buf *b, char c);
+void tdb_json_key(tdb_Buf *b, const char *k);
+int tdb_json_str(tdb_Buf *b, const char *s, size_t n);
+void tdb_json_int64(tdb_Buf *b, long long v);
+int tdb_json_double(tdb_Buf *b, double d);
+void tdb_json_bool(tdb_Buf *b, int v);
+void tdb_json_null(tdb_Buf *b);
+void tdb_json_raw(tdb_Buf *b, const char *s, size_t n);   /* JSON text as is */
+/* The Lua value at idx (tables with keys 1..n are arrays, tododb.null is
+ * null); raises for what JSON cannot hold. tdb_json_members writes the
+ * string-keyed members of the table at idx into an open object. */
+void tdb_json_value(lua_State *L, tdb_Buf *b, int idx);
+void tdb_json_members(lua_State *L, tdb_Buf *b, int idx);
+/* n > 0 when the table at idx is a sequence 1..n (a JSON array), else 0. */
+size_t tdb_json_arraylen(lua_State *L, int idx);
+/* Pushes the value of the JSON text s[0..n) (a JSON object only when
+ * object is non-zero) and returns 1; 0 with the stack unchanged when the
+ * text is not that. Never raises on bad input. */
+int tdb_json_decode(lua_State *L, const char *s, size_t n, int object);
 
 /* password.c ---------------------------------------------------------- */
 /* Reads opts.pwhash (opts at idx, may be absent) into c; raises when bad. */

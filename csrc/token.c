@@ -1,11 +1,9 @@
 /* token.c: JSON Web Tokens (compact JWS) over libsodium: HS256 and EdDSA
- * (Ed25519), with a strict JSON reader and writer for headers and claims.
- * The key decides the algorithm; the token header never does. Untrusted
- * input is parsed into fixed buffers on the C stack or Lua-owned memory, so
- * a Lua error (out of memory) cannot leak anything. */
-#include <locale.h>
+ * (Ed25519); headers and claims go through json.c. The key decides the
+ * algorithm; the token header never does. Untrusted input is parsed into
+ * fixed buffers on the C stack or Lua-owned memory, so a Lua error (out of
+ * memory) cannot leak anything. */
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <sodium.h>
@@ -13,7 +11,6 @@
 
 #define TOK_MAX      8192                  /* longest token accepted */
 #define SEG_MAX      (TOK_MAX / 4 * 3)     /* longest decoded segment */
-#define JSON_DEPTH   32                    /* deepest nesting read or written */
 #define JSON_OUT_MAX (64 * 1024)           /* longest JSON written */
 #define HS_MIN       32                    /* shortest HS256 secret */
 #define TIME_MAX     253402300799.0        /* 9999-12-31T23:59:59Z */
@@ -22,559 +19,25 @@
 #define ED_SIG       crypto_sign_BYTES
 #define HS_SIG       crypto_auth_hmacsha256_BYTES
 
-/* Growable byte buffer in a userdata at a fixed stack slot: growing
- * replaces the slot, so the stack above it may be used freely. ---------- */
-typedef struct sbuf {
-  lua_State *L;
-  int idx;
-  char *p;
-  size_t n, cap, max;
-} sbuf;
+/* base64url without padding (RFC 7515 section 2), strict on input: the
+ * alphabet only, no padding, no impossible length, unused bits zero. */
+#define B64URL sodium_base64_VARIANT_URLSAFE_NO_PADDING
 
-static void sb_init(lua_State *L, sbuf *b, size_t max) {
-  b->L = L;
-  b->n = 0;
-  b->cap = 256;
-  b->max = max;
-  b->p = (char *)tdb_newudata(L, b->cap);
-  b->idx = lua_gettop(L);
+static void b64_encode(tdb_Buf *b, const unsigned char *s, size_t n) {
+  size_t len = sodium_base64_ENCODED_LEN(n, B64URL);      /* with the NUL */
+  sodium_bin2base64(tdb_buf_room(b, len), len, s, n, B64URL);
+  b->n += len - 1;
 }
 
-static char *sb_room(sbuf *b, size_t k) {
-  if (b->cap - b->n < k) {
-    size_t cap = b->cap;
-    char *p;
-    if (k > b->max - b->n)
-      luaL_error(b->L, "tododb.token: output longer than %d bytes", (int)b->max);
-    while (cap - b->n < k) cap *= 2;
-    if (cap > b->max) cap = b->max;
-    p = (char *)tdb_newudata(b->L, cap);
-    memcpy(p, b->p, b->n);
-    lua_replace(b->L, b->idx);
-    b->p = p;
-    b->cap = cap;
-  }
-  return b->p + b->n;
-}
-
-static void sb_add(sbuf *b, const void *s, size_t k) {
-  if (k) memcpy(sb_room(b, k), s, k);
-  b->n += k;
-}
-
-static void sb_adds(sbuf *b, const char *s) { sb_add(b, s, strlen(s)); }
-
-static void sb_addc(sbuf *b, char c) {
-  *sb_room(b, 1) = c;
-  b->n++;
-}
-
-/* base64url without padding (RFC 7515 section 2) ------------------------- */
-static const char b64_alpha[] =
-  "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-static void b64_encode(sbuf *b, const unsigned char *s, size_t n) {
-  char *o = sb_room(b, (n + 2) / 3 * 4), *q = o;
-  size_t i;
-  unsigned long v;
-  for (i = 0; i + 2 < n; i += 3) {
-    v = (unsigned long)s[i] << 16 | (unsigned long)s[i + 1] << 8 | s[i + 2];
-    *q++ = b64_alpha[v >> 18];
-    *q++ = b64_alpha[v >> 12 & 63];
-    *q++ = b64_alpha[v >> 6 & 63];
-    *q++ = b64_alpha[v & 63];
-  }
-  if (n - i == 1) {
-    v = (unsigned long)s[i] << 16;
-    *q++ = b64_alpha[v >> 18];
-    *q++ = b64_alpha[v >> 12 & 63];
-  } else if (n - i == 2) {
-    v = (unsigned long)s[i] << 16 | (unsigned long)s[i + 1] << 8;
-    *q++ = b64_alpha[v >> 18];
-    *q++ = b64_alpha[v >> 12 & 63];
-    *q++ = b64_alpha[v >> 6 & 63];
-  }
-  b->n += (size_t)(q - o);
-}
-
-static int b64_val(unsigned char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '-') return 62;
-  if (c == '_') return 63;
-  return -1;
-}
-
-/* Strict decode: alphabet only, no padding, no impossible length, unused
- * trailing bits zero. Returns the decoded length, or -1. */
+/* The decoded length, or -1 (also when it would exceed cap). */
 static long b64_decode(const char *s, size_t n, unsigned char *out, size_t cap) {
-  size_t i, o = 0, rem = n % 4, want = n / 4 * 3 + (rem ? rem - 1 : 0);
-  unsigned long acc = 0;
-  int bits = 0, v;
-  if (rem == 1 || want > cap) return -1;
-  for (i = 0; i < n; i++) {
-    if ((v = b64_val((unsigned char)s[i])) < 0) return -1;
-    acc = (acc << 6 | (unsigned long)v) & 0xffffff;
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      out[o++] = (unsigned char)(acc >> bits);
-    }
-  }
-  if (bits && (acc & ((1UL << bits) - 1))) return -1;
-  return (long)o;
+  size_t len;
+  if (sodium_base642bin(out, cap, s, n, NULL, &len, NULL, B64URL) != 0) return -1;
+  return (long)len;
 }
-
-/* UTF-8 ------------------------------------------------------------------ */
-/* Length of the well-formed UTF-8 sequence at s (n bytes left), 0 if none. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-  unsigned c = s[0];
-  if (c < 0x80) return 1;
-  if (c < 0xC2) return 0;
-  if (c < 0xE0) return n >= 2 && (s[1] & 0xC0) == 0x80 ? 2 : 0;
-  if (c < 0xF0) {
-    if (n < 3 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80) return 0;
-    if ((c == 0xE0 && s[1] < 0xA0) || (c == 0xED && s[1] >= 0xA0)) return 0;
-    return 3;
-  }
-  if (c < 0xF5) {
-    if (n < 4 || (s[1] & 0xC0) != 0x80 || (s[2] & 0xC0) != 0x80 ||
-        (s[3] & 0xC0) != 0x80) return 0;
-    if ((c == 0xF0 && s[1] < 0x90) || (c == 0xF4 && s[1] >= 0x90)) return 0;
-    return 4;
-  }
-  return 0;
-}
-
-static size_t utf8_put(char *o, unsigned long cp) {
-  if (cp < 0x80) { o[0] = (char)cp; return 1; }
-  if (cp < 0x800) {
-    o[0] = (char)(0xC0 | cp >> 6);
-    o[1] = (char)(0x80 | (cp & 0x3F));
-    return 2;
-  }
-  if (cp < 0x10000) {
-    o[0] = (char)(0xE0 | cp >> 12);
-    o[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-    o[2] = (char)(0x80 | (cp & 0x3F));
-    return 3;
-  }
-  o[0] = (char)(0xF0 | cp >> 18);
-  o[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-  o[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-  o[3] = (char)(0x80 | (cp & 0x3F));
-  return 4;
-}
-
-/* JSON writer (raises on values JSON cannot hold) ------------------------ */
-static void enc_value(lua_State *L, sbuf *b, int idx, int depth);
-
-/* The letter of a two-character escape for control byte c, or 0. */
-static char short_escape(unsigned c) {
-  switch (c) {
-  case '\b': return 'b';
-  case '\f': return 'f';
-  case '\n': return 'n';
-  case '\r': return 'r';
-  case '\t': return 't';
-  default: return 0;
-  }
-}
-
-static void enc_string(lua_State *L, sbuf *b, const char *s, size_t n) {
-  static const char hex[] = "0123456789abcdef";
-  const unsigned char *p = (const unsigned char *)s, *e = p + n;
-  sb_addc(b, '"');
-  while (p < e) {
-    unsigned c = *p;
-    size_t k;
-    char e1;
-    if (c == '"' || c == '\\') {
-      char esc[2];
-      esc[0] = '\\';
-      esc[1] = (char)c;
-      sb_add(b, esc, 2);
-      p++;
-    } else if ((e1 = short_escape(c)) != 0) {
-      char esc[2];
-      esc[0] = '\\';
-      esc[1] = e1;
-      sb_add(b, esc, 2);
-      p++;
-    } else if (c < 0x20) {
-      char esc[6] = { '\\', 'u', '0', '0', 0, 0 };
-      esc[4] = hex[c >> 4];
-      esc[5] = hex[c & 15];
-      sb_add(b, esc, 6);
-      p++;
-    } else {
-      if (!(k = utf8_seq(p, (size_t)(e - p))))
-        luaL_error(L, "tododb.token: cannot encode a string that is not valid UTF-8");
-      sb_add(b, p, k);
-      p += k;
-    }
-  }
-  sb_addc(b, '"');
-}
-
-static char decimal_point(void) {
-  const char *dp = localeconv()->decimal_point;
-  return dp && dp[0] ? dp[0] : '.';
-}
-
-static void enc_number(lua_State *L, sbuf *b, int idx) {
-  char buf[48];
-  long long v;
-  lua_Number d;
-  int prec;
-  char dp, *c;
-  if (tdb_numint64(L, idx, &v) == 1) {
-    snprintf(buf, sizeof buf, "%lld", v);
-    sb_adds(b, buf);
-    return;
-  }
-  d = lua_tonumber(L, idx);
-  if (!isfinite(d)) luaL_error(L, "tododb.token: cannot encode %f in JSON", (double)d);
-  for (prec = 15; prec <= 17; prec++) {          /* shortest that round-trips */
-    snprintf(buf, sizeof buf, "%.*g", prec, (double)d);
-    if (strtod(buf, NULL) == (double)d) break;
-  }
-  if ((dp = decimal_point()) != '.')
-    for (c = buf; *c; c++) if (*c == dp) *c = '.';
-  sb_adds(b, buf);
-}
-
-/* n > 0 when the table at idx is a sequence 1..n (a JSON array), else 0. */
-static size_t enc_array_len(lua_State *L, int idx) {
-  size_t count = 0;
-  long long k, max = 0;
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    lua_pop(L, 1);
-    if (lua_type(L, -1) != LUA_TNUMBER || tdb_numint64(L, -1, &k) != 1 || k < 1) {
-      lua_pop(L, 1);
-      return 0;
-    }
-    count++;
-    if (k > max) max = k;
-  }
-  return count > 0 && (size_t)max == count ? count : 0;
-}
-
-/* Members of the object at idx, each preceded by a comma when *first is 0;
- * names in skip[] (NULL-terminated, may be NULL) are left out. */
-static void enc_members(lua_State *L, sbuf *b, int idx, int depth, int *first) {
-  lua_pushnil(L);
-  while (lua_next(L, idx)) {
-    size_t kn;
-    const char *k;
-    if (lua_type(L, -2) != LUA_TSTRING)
-      luaL_error(L, "tododb.token: cannot encode a table mixing array and string keys"
-                    " (or with %s keys)", luaL_typename(L, -2));
-    k = lua_tolstring(L, -2, &kn);
-    if (!*first) sb_addc(b, ',');
-    *first = 0;
-    enc_string(L, b, k, kn);
-    sb_addc(b, ':');
-    enc_value(L, b, lua_gettop(L), depth + 1);
-    lua_pop(L, 1);
-  }
-}
-
-static void enc_value(lua_State *L, sbuf *b, int idx, int depth) {
-  size_t n, i;
-  const char *s;
-  int first = 1;
-  switch (lua_type(L, idx)) {
-  case LUA_TSTRING:
-    s = lua_tolstring(L, idx, &n);
-    enc_string(L, b, s, n);
-    return;
-  case LUA_TNUMBER:
-    enc_number(L, b, idx);
-    return;
-  case LUA_TBOOLEAN:
-    sb_adds(b, lua_toboolean(L, idx) ? "true" : "false");
-    return;
-  case LUA_TLIGHTUSERDATA:
-    if (tdb_isnull(L, idx)) { sb_adds(b, "null"); return; }
-    break;
-  case LUA_TTABLE:
-    if (depth >= JSON_DEPTH)
-      luaL_error(L, "tododb.token: tables nested deeper than %d (a cycle?)", JSON_DEPTH);
-    luaL_checkstack(L, 6, "tododb.token: JSON too deep");
-    if ((n = enc_array_len(L, idx)) > 0) {
-      sb_addc(b, '[');
-      for (i = 1; i <= n; i++) {
-        if (i > 1) sb_addc(b, ',');
-        lua_rawgeti(L, idx, (int)i);
-        enc_value(L, b, lua_gettop(L), depth + 1);
-        lua_pop(L, 1);
-      }
-      sb_addc(b, ']');
-    } else {
-      sb_addc(b, '{');
-      enc_members(L, b, idx, depth, &first);
-      sb_addc(b, '}');
-    }
-    return;
-  default:
-    break;
-  }
-  luaL_error(L, "tododb.token: cannot encode a %s value in JSON", luaL_typename(L, idx));
-}
-
-/* JSON reader: strict RFC 8259, builds Lua values, never raises on bad
- * input (returns 0; the caller resets the stack) -------------------------- */
-typedef struct jreader {
-  lua_State *L;
-  const unsigned char *p, *e;
-  char *scratch;              /* holds unescaped strings; >= input length */
-  int depth;
-} jreader;
-
-static int jr_value(jreader *r);
 
 static int is_ws(unsigned char c) {
   return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static void jr_ws(jreader *r) {
-  while (r->p < r->e && is_ws(*r->p)) r->p++;
-}
-
-static int jr_hex4(jreader *r, unsigned long *out) {
-  int i;
-  unsigned long v = 0;
-  if (r->e - r->p < 4) return 0;
-  for (i = 0; i < 4; i++) {
-    unsigned char c = *r->p++;
-    v <<= 4;
-    if (c >= '0' && c <= '9') v |= (unsigned long)(c - '0');
-    else if (c >= 'a' && c <= 'f') v |= (unsigned long)(c - 'a' + 10);
-    else if (c >= 'A' && c <= 'F') v |= (unsigned long)(c - 'A' + 10);
-    else return 0;
-  }
-  *out = v;
-  return 1;
-}
-
-/* At '"': pushes the string. Output never outruns input (\uXXXX: 6 -> <= 3
- * bytes, a surrogate pair: 12 -> 4), so scratch cannot overflow. */
-static int jr_string(jreader *r) {
-  char *o = r->scratch;
-  unsigned long cp, lo;
-  size_t k;
-  r->p++;
-  for (;;) {
-    unsigned char c;
-    if (r->p >= r->e) return 0;
-    c = *r->p;
-    if (c == '"') {
-      r->p++;
-      lua_pushlstring(r->L, r->scratch, (size_t)(o - r->scratch));
-      return 1;
-    }
-    if (c < 0x20) return 0;
-    if (c != '\\') {
-      if (!(k = utf8_seq(r->p, (size_t)(r->e - r->p)))) return 0;
-      memcpy(o, r->p, k);
-      o += k;
-      r->p += k;
-      continue;
-    }
-    if (++r->p >= r->e) return 0;
-    switch (*r->p++) {
-    case '"': *o++ = '"'; break;
-    case '\\': *o++ = '\\'; break;
-    case '/': *o++ = '/'; break;
-    case 'b': *o++ = '\b'; break;
-    case 'f': *o++ = '\f'; break;
-    case 'n': *o++ = '\n'; break;
-    case 'r': *o++ = '\r'; break;
-    case 't': *o++ = '\t'; break;
-    case 'u':
-      if (!jr_hex4(r, &cp)) return 0;
-      if (cp >= 0xD800 && cp <= 0xDBFF) {
-        if (r->e - r->p < 6 || r->p[0] != '\\' || r->p[1] != 'u') return 0;
-        r->p += 2;
-        if (!jr_hex4(r, &lo) || lo < 0xDC00 || lo > 0xDFFF) return 0;
-        cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-      } else if (cp >= 0xDC00 && cp <= 0xDFFF)
-        return 0;
-      o += utf8_put(o, cp);
-      break;
-    default:
-      return 0;
-    }
-  }
-}
-
-static int is_digit(const jreader *r) {
-  return r->p < r->e && *r->p >= '0' && *r->p <= '9';
-}
-
-/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? ; integers in int8 stay
- * integers, the rest become finite doubles (overflow to inf is refused). */
-static int jr_number(jreader *r) {
-  const unsigned char *s = r->p;
-  int isint = 1, neg = 0;
-  char buf[64], *end, dp;
-  size_t len, i;
-  double d;
-  if (r->p < r->e && *r->p == '-') { neg = 1; r->p++; }
-  if (!is_digit(r)) return 0;
-  if (*r->p == '0') r->p++;
-  else while (is_digit(r)) r->p++;
-  if (r->p < r->e && *r->p == '.') {
-    isint = 0;
-    r->p++;
-    if (!is_digit(r)) return 0;
-    while (is_digit(r)) r->p++;
-  }
-  if (r->p < r->e && (*r->p == 'e' || *r->p == 'E')) {
-    isint = 0;
-    r->p++;
-    if (r->p < r->e && (*r->p == '+' || *r->p == '-')) r->p++;
-    if (!is_digit(r)) return 0;
-    while (is_digit(r)) r->p++;
-  }
-  len = (size_t)(r->p - s);
-  if (len >= sizeof buf) return 0;
-  if (isint) {
-    unsigned long long m = 0;
-    int over = 0;
-    for (i = (size_t)neg; i < len; i++) {
-      unsigned d9 = (unsigned)(s[i] - '0');
-      if (m > (18446744073709551615ULL - d9) / 10) { over = 1; break; }
-      m = m * 10 + d9;
-    }
-    if (!over && !neg && m <= 9223372036854775807ULL) {
-      tdb_pushint64(r->L, (long long)m);
-      return 1;
-    }
-    if (!over && neg && m <= 9223372036854775808ULL) {
-      tdb_pushint64(r->L, m ? -(long long)(m - 1) - 1 : 0);
-      return 1;
-    }
-  }
-  memcpy(buf, s, len);
-  buf[len] = '\0';
-  if ((dp = decimal_point()) != '.')
-    for (i = 0; i < len; i++) if (buf[i] == '.') buf[i] = dp;
-  d = strtod(buf, &end);
-  if (end != buf + len || !isfinite(d)) return 0;
-  lua_pushnumber(r->L, (lua_Number)d);
-  return 1;
-}
-
-static int jr_literal(jreader *r, const char *word) {
-  size_t n = strlen(word);
-  if ((size_t)(r->e - r->p) < n || memcmp(r->p, word, n) != 0) return 0;
-  r->p += n;
-  return 1;
-}
-
-static int jr_object(jreader *r) {
-  lua_State *L = r->L;
-  int t, dup;
-  r->p++;
-  lua_newtable(L);
-  t = lua_gettop(L);
-  jr_ws(r);
-  if (r->p < r->e && *r->p == '}') { r->p++; return 1; }
-  for (;;) {
-    jr_ws(r);
-    if (r->p >= r->e || *r->p != '"' || !jr_string(r)) return 0;
-    lua_pushvalue(L, -1);
-    lua_rawget(L, t);
-    dup = !lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (dup) return 0;                          /* duplicate member name */
-    jr_ws(r);
-    if (r->p >= r->e || *r->p != ':') return 0;
-    r->p++;
-    if (!jr_value(r)) return 0;
-    lua_rawset(L, t);
-    jr_ws(r);
-    if (r->p >= r->e) return 0;
-    if (*r->p == '}') { r->p++; return 1; }
-    if (*r->p++ != ',') return 0;
-  }
-}
-
-static int jr_array(jreader *r) {
-  lua_State *L = r->L;
-  int t, n = 0;
-  r->p++;
-  lua_newtable(L);
-  t = lua_gettop(L);
-  jr_ws(r);
-  if (r->p < r->e && *r->p == ']') { r->p++; return 1; }
-  for (;;) {
-    if (!jr_value(r)) return 0;
-    lua_rawseti(L, t, ++n);
-    jr_ws(r);
-    if (r->p >= r->e) return 0;
-    if (*r->p == ']') { r->p++; return 1; }
-    if (*r->p++ != ',') return 0;
-  }
-}
-
-static int jr_value(jreader *r) {
-  int ok;
-  jr_ws(r);
-  if (r->p >= r->e) return 0;
-  switch (*r->p) {
-  case '{': case '[':
-    if (++r->depth > JSON_DEPTH) return 0;
-    luaL_checkstack(r->L, 4, "tododb.token: JSON too deep");
-    ok = *r->p == '{' ? jr_object(r) : jr_array(r);
-    r->depth--;
-    return ok;
-  case '"':
-    return jr_string(r);
-  case 't':
-    if (!jr_literal(r, "true")) return 0;
-    lua_pushboolean(r->L, 1);
-    return 1;
-  case 'f':
-    if (!jr_literal(r, "false")) return 0;
-    lua_pushboolean(r->L, 0);
-    return 1;
-  case 'n':
-    if (!jr_literal(r, "null")) return 0;
-    tdb_pushnull(r->L);
-    return 1;
-  default:
-    return jr_number(r);
-  }
-}
-
-/* Pushes the value of the JSON text s[0..n) and returns 1, or returns 0
- * with the stack unchanged. scratch holds at least n bytes. */
-static int json_decode(lua_State *L, const char *s, size_t n, char *scratch) {
-  int top = lua_gettop(L);
-  jreader r;
-  r.L = L;
-  r.p = (const unsigned char *)s;
-  r.e = r.p + n;
-  r.scratch = scratch;
-  r.depth = 0;
-  if (jr_value(&r)) {
-    jr_ws(&r);
-    if (r.p == r.e) return 1;
-  }
-  lua_settop(L, top);
-  return 0;
-}
-
-/* Like json_decode, but the text must hold a JSON object. */
-static int json_object(lua_State *L, const char *s, size_t n, char *scratch) {
-  size_t i = 0;
-  while (i < n && is_ws((unsigned char)s[i])) i++;
-  return i < n && s[i] == '{' && json_decode(L, s, n, scratch);
 }
 
 /* Keys ------------------------------------------------------------------- */
@@ -677,13 +140,9 @@ static void key_load(lua_State *L, int arg, key *k, int signing) {
       return;
     }
     /* JSON: a JWK or JWK set (so a secret may not start with '{') */
-    {
-      char *scratch = (char *)tdb_newudata(L, n);
-      if (!json_decode(L, s, n, scratch) || !lua_istable(L, -1))
-        key_argerror(L, arg, "key starts with '{' but is not a JSON JWK or JWK set");
-      lua_replace(L, arg);
-      lua_pop(L, 1);
-    }
+    if (!tdb_json_decode(L, s, n, 1))
+      key_argerror(L, arg, "key starts with '{' but is not a JSON JWK or JWK set");
+    lua_replace(L, arg);
   }
   if (!lua_istable(L, arg))
     key_argerror(L, arg, "string secret, JWK or JWK set expected");
@@ -779,17 +238,19 @@ static const char *opt_str(lua_State *L, int arg, int has, const char *k, size_t
 
 /* Signing ---------------------------------------------------------------- */
 /* {"alg":..,"typ":"JWT","kid":..,<opts.header>} */
-static void enc_header(lua_State *L, sbuf *b, int keyarg, const key *k, int optarg,
+static void enc_header(lua_State *L, tdb_Buf *b, int keyarg, const key *k, int optarg,
                        int has, int jwt) {
   size_t n;
-  int first = 0, hidx = 0, bad = 0;
+  int hidx = 0, bad = 0;
   const char *kid = opt_str(L, optarg, has, "kid", &n);
-  sb_adds(b, k->kind == KEY_HS ? "{\"alg\":\"HS256\"" : "{\"alg\":\"EdDSA\"");
+  tdb_json_open(b, '{');
+  tdb_json_key(b, "alg");
+  tdb_json_raw(b, k->kind == KEY_HS ? "\"HS256\"" : "\"EdDSA\"", 7);
   if (has) {
     lua_getfield(L, optarg, "header");
     if (lua_isnil(L, -1)) lua_pop(L, 1);
     else {
-      if (!lua_istable(L, -1) || enc_array_len(L, lua_gettop(L)))
+      if (!lua_istable(L, -1) || tdb_json_arraylen(L, lua_gettop(L)))
         luaL_argerror(L, optarg, "opts.header must be a table of header parameters");
       hidx = lua_gettop(L);
       lua_getfield(L, hidx, "alg");
@@ -801,35 +262,38 @@ static void enc_header(lua_State *L, sbuf *b, int keyarg, const key *k, int opta
       lua_pop(L, 3);
     }
   }
-  if (jwt) sb_adds(b, ",\"typ\":\"JWT\"");
+  if (jwt) {
+    tdb_json_key(b, "typ");
+    tdb_json_raw(b, "\"JWT\"", 5);
+  }
   if (!kid && k->kind == KEY_JWK) kid = field_str(L, keyarg, "kid", &n, &bad);
   if (kid) {
-    sb_adds(b, ",\"kid\":");
-    enc_string(L, b, kid, n);
+    tdb_json_key(b, "kid");
+    if (!tdb_json_str(b, kid, n)) luaL_error(L, "tododb.token: kid must be valid UTF-8");
   }
   if (hidx) {
-    enc_members(L, b, hidx, 1, &first);
+    tdb_json_members(L, b, hidx);
     lua_remove(L, hidx);
   }
-  sb_addc(b, '}');
+  tdb_json_close(b, '}');
 }
 
 /* Starts the token in a new buffer: BASE64URL(header) "." BASE64URL(payload);
  * raises when the finished token would exceed TOK_MAX. */
-static void sign_start(lua_State *L, sbuf *out, const sbuf *hb, const char *p, size_t pn,
+static void sign_start(lua_State *L, tdb_Buf *out, const tdb_Buf *hb, const char *p, size_t pn,
                        const key *k) {
   size_t total = (hb->n + 2) / 3 * 4 + 1 + (pn + 2) / 3 * 4 + 1 +
                  (k->kind == KEY_HS ? 43 : 86);
   if (pn > TOK_MAX || total > TOK_MAX)
     luaL_error(L, "tododb.token: token would be longer than %d bytes", TOK_MAX);
-  sb_init(L, out, TOK_MAX);
+  tdb_buf_init(L, out, TOK_MAX);
   b64_encode(out, (const unsigned char *)hb->p, hb->n);
-  sb_addc(out, '.');
+  tdb_buf_add(out, ".", 1);
   b64_encode(out, (const unsigned char *)p, pn);
 }
 
 /* Appends ".signature" over b's contents and pushes the token. */
-static int sign_finish(lua_State *L, sbuf *b, int keyarg, const key *k) {
+static int sign_finish(lua_State *L, tdb_Buf *b, int keyarg, const key *k) {
   unsigned char sig[ED_SIG];
   size_t siglen = HS_SIG;
   if (k->kind == KEY_HS)
@@ -844,7 +308,7 @@ static int sign_finish(lua_State *L, sbuf *b, int keyarg, const key *k) {
     sodium_memzero(sk, sizeof sk);
     siglen = ED_SIG;
   }
-  sb_addc(b, '.');
+  tdb_buf_add(b, ".", 1);
   b64_encode(b, sig, siglen);
   lua_pushlstring(L, b->p, b->n);
   return 1;
@@ -856,8 +320,8 @@ static const char *const sign_opts[] = { "kid", "header", "expires_in", "now", N
  * expires_in, now) */
 static int token_sign(lua_State *L) {
   key k;
-  sbuf hb, pb, out;
-  int has, first = 1;
+  tdb_Buf hb, pb, out;
+  int has;
   double exp_in, now;
   luaL_checktype(L, 1, LUA_TTABLE);
   key_load(L, 2, &k, 1);
@@ -866,35 +330,34 @@ static int token_sign(lua_State *L) {
   now = opt_num(L, 3, has, "now", (double)time(NULL));
   if (exp_in < 0) luaL_argerror(L, 3, "opts.expires_in must not be negative");
   lua_settop(L, 3);
-  if (enc_array_len(L, 1)) luaL_argerror(L, 1, "claims must be a table with string keys");
-  sb_init(L, &hb, JSON_OUT_MAX);
+  if (tdb_json_arraylen(L, 1)) luaL_argerror(L, 1, "claims must be a table with string keys");
+  tdb_buf_init(L, &hb, JSON_OUT_MAX);
   enc_header(L, &hb, 2, &k, 3, has, 1);
-  sb_init(L, &pb, JSON_OUT_MAX);
-  sb_addc(&pb, '{');
-  enc_members(L, &pb, 1, 0, &first);
+  tdb_buf_init(L, &pb, JSON_OUT_MAX);
+  tdb_json_open(&pb, '{');
+  tdb_json_members(L, &pb, 1);
   if (has) {
     lua_getfield(L, 3, "expires_in");
     if (!lua_isnil(L, -1)) {
       lua_getfield(L, 1, "iat");
       if (lua_isnil(L, -1)) {
         lua_pushnumber(L, (lua_Number)floor(now));
-        sb_adds(&pb, first ? "\"iat\":" : ",\"iat\":");
-        enc_number(L, &pb, lua_gettop(L));
-        first = 0;
+        tdb_json_key(&pb, "iat");
+        tdb_json_value(L, &pb, -1);
         lua_pop(L, 1);
       }
       lua_getfield(L, 1, "exp");
       if (lua_isnil(L, -1)) {
         lua_pushnumber(L, (lua_Number)floor(now + exp_in));
-        sb_adds(&pb, first ? "\"exp\":" : ",\"exp\":");
-        enc_number(L, &pb, lua_gettop(L));
+        tdb_json_key(&pb, "exp");
+        tdb_json_value(L, &pb, -1);
         lua_pop(L, 1);
       }
       lua_pop(L, 2);
     }
     lua_pop(L, 1);
   }
-  sb_addc(&pb, '}');
+  tdb_json_close(&pb, '}');
   sign_start(L, &out, &hb, pb.p, pb.n, &k);
   return sign_finish(L, &out, 2, &k);
 }
@@ -905,7 +368,7 @@ static const char *const sign_payload_opts[] = { "kid", "header", NULL };
  * (opts: kid, header; no default typ) */
 static int token_sign_payload(lua_State *L) {
   key k;
-  sbuf hb, out;
+  tdb_Buf hb, out;
   size_t n;
   const char *payload;
   int has;
@@ -914,7 +377,7 @@ static int token_sign_payload(lua_State *L) {
   key_load(L, 2, &k, 1);
   has = opts_check(L, 3, sign_payload_opts);
   lua_settop(L, 3);
-  sb_init(L, &hb, JSON_OUT_MAX);
+  tdb_buf_init(L, &hb, JSON_OUT_MAX);
   enc_header(L, &hb, 2, &k, 3, has, 0);
   sign_start(L, &out, &hb, payload, n, &k);
   return sign_finish(L, &out, 2, &k);
@@ -955,8 +418,8 @@ static const char *select_key(lua_State *L, int keyarg, key *k, int hidx) {
 
 /* Checks the token (arg 1) against the key; on success pushes the payload
  * bytes and returns NULL, else returns why with the stack unchanged. dec
- * and scratch hold SEG_MAX bytes each. */
-static const char *jws_check(lua_State *L, int keyarg, key *k, char *dec, char *scratch) {
+ * holds SEG_MAX bytes. */
+static const char *jws_check(lua_State *L, int keyarg, key *k, char *dec) {
   size_t n, hn, pn, sn;
   const char *tok = lua_tolstring(L, 1, &n), *d1, *d2, *s, *why = NULL;
   unsigned char sig[ED_SIG], mac[HS_SIG];
@@ -974,7 +437,7 @@ static const char *jws_check(lua_State *L, int keyarg, key *k, char *dec, char *
   sn = n - (size_t)(d2 + 1 - tok);
   if ((len = b64_decode(tok, hn, (unsigned char *)dec, SEG_MAX)) <= 0)
     return "malformed token: header is not base64url";
-  if (!json_object(L, dec, (size_t)len, scratch))
+  if (!tdb_json_decode(L, dec, (size_t)len, 1))
     return "malformed token: header is not a JSON object";
   s = field_str(L, top + 1, "alg", &n, &bad);
   if (!streq(s, n, k->kind == KEY_HS ? "HS256" : "EdDSA"))
@@ -1006,12 +469,12 @@ static const char *jws_check(lua_State *L, int keyarg, key *k, char *dec, char *
  * (signature, alg and kid only; no claim checks) */
 static int token_verify_signature(lua_State *L) {
   key k;
-  char dec[SEG_MAX], scratch[SEG_MAX];
+  char dec[SEG_MAX];
   const char *why;
   luaL_checktype(L, 1, LUA_TSTRING);
   key_load(L, 2, &k, 0);
   lua_settop(L, 2);
-  if ((why = jws_check(L, 2, &k, dec, scratch)))
+  if ((why = jws_check(L, 2, &k, dec)))
     return tdb_push_error(L, "unauthorized", NULL, NULL, "%s", why);
   return 1;
 }
@@ -1123,7 +586,7 @@ static const char *const verify_opts[] = {
 static int token_verify(lua_State *L) {
   key k;
   vopts o;
-  char dec[SEG_MAX], scratch[SEG_MAX];
+  char dec[SEG_MAX];
   const char *why, *p;
   size_t n;
   int i;
@@ -1150,10 +613,10 @@ static int token_verify(lua_State *L) {
       luaL_argerror(L, 3, "opts.audience must be a string or an array of strings");
     lua_pop(L, 1);
   }
-  if ((why = jws_check(L, 2, &k, dec, scratch)))
+  if ((why = jws_check(L, 2, &k, dec)))
     return tdb_push_error(L, "unauthorized", NULL, NULL, "%s", why);
   p = lua_tolstring(L, -1, &n);
-  if (!json_object(L, p, n, scratch))
+  if (!tdb_json_decode(L, p, n, 1))
     return tdb_push_error(L, "unauthorized", NULL, NULL,
                           "malformed token: claims are not a JSON object");
   if ((why = check_claims(L, lua_gettop(L), 3, &o)))
@@ -1162,27 +625,22 @@ static int token_verify(lua_State *L) {
 }
 
 /* Keys for users and tests ----------------------------------------------- */
+static void push_b64(lua_State *L, const unsigned char *s, size_t n) {
+  tdb_Buf b;
+  tdb_buf_init(L, &b, (size_t)-1);
+  b64_encode(&b, s, n);
+  tdb_buf_result(&b);
+}
+
 /* RFC 7638 thumbprint of an Ed25519 public key, pushed as base64url. */
 static void push_thumbprint(lua_State *L, const unsigned char pk[ED_PK]) {
   unsigned char h[crypto_hash_sha256_BYTES];
-  sbuf b;
-  sb_init(L, &b, 256);
-  sb_adds(&b, "{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":\"");
-  b64_encode(&b, pk, ED_PK);
-  sb_adds(&b, "\"}");
-  crypto_hash_sha256(h, (const unsigned char *)b.p, b.n);
-  b.n = 0;
-  b64_encode(&b, h, sizeof h);
-  lua_pushlstring(L, b.p, b.n);
-  lua_remove(L, b.idx);
-}
-
-static void push_b64(lua_State *L, const unsigned char *s, size_t n) {
-  sbuf b;
-  sb_init(L, &b, 4 * n + 8);
-  b64_encode(&b, s, n);
-  lua_pushlstring(L, b.p, b.n);
-  lua_remove(L, b.idx);
+  char x[sodium_base64_ENCODED_LEN(ED_PK, B64URL)], json[96];
+  int n;
+  sodium_bin2base64(x, sizeof x, pk, ED_PK, B64URL);
+  n = snprintf(json, sizeof json, "{\"crv\":\"Ed25519\",\"kty\":\"OKP\",\"x\":\"%s\"}", x);
+  crypto_hash_sha256(h, (const unsigned char *)json, (size_t)n);
+  push_b64(L, h, sizeof h);
 }
 
 /* Pushes {kty, crv, x [, d] [, kid]}; the kid is at kididx (0: none). */
@@ -1259,11 +717,8 @@ static int token_jwk_thumbprint(lua_State *L) {
 static int token_b64_encode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  sbuf b;
   luaL_argcheck(L, n < ((size_t)-1) / 4, 1, "string too long");
-  sb_init(L, &b, (n + 2) / 3 * 4 + 8);
-  b64_encode(&b, (const unsigned char *)s, n);
-  lua_pushlstring(L, b.p, b.n);
+  push_b64(L, (const unsigned char *)s, n);
   return 1;
 }
 

@@ -34,26 +34,33 @@ int tdb_checkid(lua_State *L, int idx, long long *out) {
   return luaL_argerror(L, idx, "id must be an integer");
 }
 
-long tdb_utf8_len(const char *str, size_t n) {
-  const unsigned char *s = (const unsigned char *)str, *e = s + n;
+size_t tdb_utf8_next(const char *str, size_t n) {
+  const unsigned char *s = (const unsigned char *)str;
+  unsigned c = s[0], cp, min;
+  size_t len, i;
+  if (c < 0x80) return 1;
+  if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; min = 0x80; }
+  else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; min = 0x800; }
+  else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; min = 0x10000; }
+  else return 0;
+  if (n < len) return 0;
+  for (i = 1; i < len; i++) {
+    if ((s[i] & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (s[i] & 0x3F);
+  }
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  return len;
+}
+
+long tdb_utf8_len(const char *s, size_t n) {
+  const char *e = s + n;
   long count = 0;
+  size_t k;
   while (s < e) {
-    unsigned c = *s;
-    size_t len;
-    unsigned cp, min;
-    if (c == 0) return -1;
-    if (c < 0x80) { s++; count++; continue; }
-    if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; min = 0x80; }
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; min = 0x800; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; min = 0x10000; }
-    else return -1;
-    if ((size_t)(e - s) < len) return -1;
-    for (size_t i = 1; i < len; i++) {
-      if ((s[i] & 0xC0) != 0x80) return -1;
-      cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return -1;
-    s += len;
+    if (*s == 0) return -1;
+    if ((unsigned char)*s < 0x80) k = 1;
+    else if (!(k = tdb_utf8_next(s, (size_t)(e - s)))) return -1;
+    s += k;
     count++;
   }
   return count;

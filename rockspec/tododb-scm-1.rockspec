@@ -41,7 +41,7 @@ build = {
       -- Every csrc/*.c (keep in step with csrc/).
       sources = {
         "csrc/conn.c", "csrc/core.c", "csrc/error.c", "csrc/password.c",
-        "csrc/session.c", "csrc/sql.c", "csrc/todo.c", "csrc/token.c",
+        "csrc/json.c", "csrc/session.c", "csrc/sql.c", "csrc/todo.c", "csrc/token.c",
         "csrc/user.c", "csrc/validate.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
