@@ -5,6 +5,7 @@
 
 #include <lua.h>
 #include <lauxlib.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -31,7 +32,7 @@
 
 /* Push an int8 value. On LuaJIT numbers are doubles, so a value beyond
  * +-2^53 is pushed as its decimal string instead of being rounded. */
-static inline void tdb_pushint64(lua_State *L, long long v) {
+static inline void tdb_push_int64(lua_State *L, long long v) {
 #if TDB_HAS_INT64
   lua_pushinteger(L, (lua_Integer)v);
 #else
@@ -44,16 +45,15 @@ static inline void tdb_pushint64(lua_State *L, long long v) {
 #endif
 }
 
-/* The number at idx as an int8: 1 and *out set when it is integral and in
- * range, -1 when integral but out of int8 range, 0 when not an integer. */
-static inline int tdb_numint64(lua_State *L, int idx, long long *out) {
+/* Is the number at idx an integer in int8 range? Then 1 and *out set. */
+static inline int tdb_to_int64(lua_State *L, int idx, long long *out) {
   lua_Number d;
 #if TDB_HAS_INT64
   if (lua_isinteger(L, idx)) { *out = (long long)lua_tointeger(L, idx); return 1; }
 #endif
   d = lua_tonumber(L, idx);
   if (d != d || d == HUGE_VAL || d == -HUGE_VAL || floor(d) != d) return 0;
-  if (d >= 9223372036854775808.0 || d < -9223372036854775808.0) return -1;
+  if (d >= -(double)LLONG_MIN || d < (double)LLONG_MIN) return 0;
   *out = (long long)d;
   return 1;
 }

@@ -157,7 +157,16 @@ static int ensure(lua_State *L, tdb_Conn *c) {
   return 1;
 }
 
-static int conn_gc(lua_State *L);
+/* Frees what the connection holds; idempotent (close, __gc, __close and a
+ * failed connect all end here). */
+static void release(tdb_Conn *c) {
+  if (c->pg) { PQfinish(c->pg); c->pg = NULL; }
+  if (c->conninfo) {
+    sodium_memzero(c->conninfo, strlen(c->conninfo));
+    free(c->conninfo);
+    c->conninfo = NULL;
+  }
+}
 
 /* tododb.core.connect(conninfo [, opts]) -> db | nil, err
  * opts: connect_timeout (seconds, default 10), prepare (default true),
@@ -168,13 +177,11 @@ static int conn_connect(lua_State *L) {
   char *perr = NULL;
   PQconninfoOption *parsed;
   tdb_Conn *c;
-  int ud;
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   c = tdb_newudata(L, sizeof *c);
-  ud = lua_gettop(L);
   memset(c, 0, sizeof *c);
   luaL_setmetatable(L, TDB_CONN_MT);
-  lua_newtable(L);
+  lua_newtable(L);                            /* statement cache: sql -> name */
   tdb_setuservalue(L, -2);
   c->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
   c->prepare = 1;
@@ -182,8 +189,8 @@ static int conn_connect(lua_State *L) {
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "connect_timeout");
     if (!lua_isnil(L, -1)) {
-      luaL_argcheck(L, lua_type(L, -1) == LUA_TNUMBER && lua_tonumber(L, -1) > 0, 2,
-                    "connect_timeout must be a positive number of seconds");
+      if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0))
+        tdb_argerror(L, 2, "connect_timeout must be a positive number of seconds");
       c->connect_timeout = lua_tonumber(L, -1);
     }
     lua_getfield(L, 2, "prepare");
@@ -204,29 +211,21 @@ static int conn_connect(lua_State *L) {
   if ((c->conninfo = malloc(n + 1)) == NULL) return luaL_error(L, "out of memory");
   memcpy(c->conninfo, ci, n + 1);
   if ((c->pg = connect_retry(L, c)) == NULL) {
-    lua_pushcfunction(L, conn_gc);            /* release now, not at collection */
-    lua_pushvalue(L, ud);
-    lua_call(L, 1, 0);
+    release(c);                               /* now, not at collection */
     return 2;
   }
   return 1;
 }
 
-tdb_Conn *tdb_checkconn(lua_State *L, int idx) {
+tdb_Conn *tdb_check_conn(lua_State *L, int idx) {
   tdb_Conn *c = luaL_checkudata(L, idx, TDB_CONN_MT);
-  luaL_argcheck(L, c->pg != NULL, idx, "connection is closed");
+  if (!c->pg) tdb_argerror(L, idx, "connection is closed");
   return c;
 }
 
 /* db:close() — also __gc and __close; safe to call twice. */
-static int conn_gc(lua_State *L) {
-  tdb_Conn *c = luaL_checkudata(L, 1, TDB_CONN_MT);
-  if (c->pg) { PQfinish(c->pg); c->pg = NULL; }
-  if (c->conninfo) {
-    sodium_memzero(c->conninfo, strlen(c->conninfo));
-    free(c->conninfo);
-    c->conninfo = NULL;
-  }
+static int conn_close(lua_State *L) {
+  release(luaL_checkudata(L, 1, TDB_CONN_MT));
   return 0;
 }
 
@@ -445,7 +444,7 @@ static void push_value(lua_State *L, const PGresult *r, int row, int col) {
   v = PQgetvalue(r, row, col);
   switch (PQftype(r, col)) {
     case 20: case 21: case 23: case 26:            /* int8 int2 int4 oid */
-      tdb_pushint64(L, tdb_parse_int8(v)); break;
+      tdb_push_int64(L, tdb_parse_int8(v)); break;
     case 16: lua_pushboolean(L, v[0] == 't'); break;
     case 700: case 701: lua_pushnumber(L, strtod(v, NULL)); break;
     case 1184:                                     /* timestamptz */
@@ -459,7 +458,7 @@ static void push_value(lua_State *L, const PGresult *r, int row, int col) {
 
 /* db:exec(sql) -> true | nil, err   (simple protocol; several statements) */
 static int conn_exec(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   const char *sql = luaL_checkstring(L, 2);
   PGresult *r;
   if (!ensure(L, c)) return 2;
@@ -482,7 +481,7 @@ static void push_param(lua_State *L, int i) {
     case LUA_TNUMBER: {
       long long v;
       char buf[32];
-      if (tdb_numint64(L, i, &v) == 1) snprintf(buf, sizeof buf, "%lld", v);
+      if (tdb_to_int64(L, i, &v)) snprintf(buf, sizeof buf, "%lld", v);
       else snprintf(buf, sizeof buf, "%.17g", (double)lua_tonumber(L, i));
       lua_pushstring(L, buf);
       return;
@@ -490,13 +489,14 @@ static void push_param(lua_State *L, int i) {
     case LUA_TSTRING: {
       size_t n;
       const char *s = lua_tolstring(L, i, &n);
-      luaL_argcheck(L, strlen(s) == n, i, "string parameter contains a NUL byte");
+      if (strlen(s) != n) tdb_argerror(L, i, "string parameter contains a NUL byte");
       lua_pushvalue(L, i);
       return;
     }
     default:
-      if (tdb_isnull(L, i)) { lua_pushnil(L); return; }
-      luaL_argerror(L, i, "parameter must be nil, tododb.null, boolean, number or string");
+      if (tdb_is_null(L, i)) { lua_pushnil(L); return; }
+      tdb_argerror(L, i, "parameter must be nil, tododb.null, boolean, number or string, got %s",
+                   luaL_typename(L, i));
   }
 }
 
@@ -517,13 +517,13 @@ static void push_rows(lua_State *L, const PGresult *r) {
  * $n parameters from the extra arguments (nil or tododb.null is NULL).
  * rows: array of tables keyed by column name; count: rows affected. */
 static int conn_query(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   const char *sql = luaL_checkstring(L, 2);
   int n = lua_gettop(L) - 2, base, named = 0;
   const char **vals;
   PGresult *r;
   char name[32];
-  luaL_argcheck(L, n <= 1000, 3, "too many parameters");
+  if (n > 1000) tdb_argerror(L, 3, "at most 1000 parameters, got %d", n);
   if (!ensure(L, c)) return 2;
   luaL_checkstack(L, n + 8, "too many parameters");
   vals = lua_newuserdata(L, sizeof *vals * (size_t)(n > 0 ? n : 1));
@@ -574,7 +574,7 @@ static int conn_query(lua_State *L) {
   push_rows(L, r);
   {
     const char *t = PQcmdTuples(r);
-    tdb_pushint64(L, *t ? tdb_parse_int8(t) : PQntuples(r));
+    tdb_push_int64(L, *t ? tdb_parse_int8(t) : PQntuples(r));
   }
   PQclear(r);
   return 2;
@@ -583,7 +583,7 @@ static int conn_query(lua_State *L) {
 /* db:info() -> { server_version, server_version_num, user, database,
  *   rls_bypassed, prepared, ssl } | nil, err */
 static int conn_info(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   PGresult *r = tdb_run(L, c, NULL, TDB_SQL_INFO, NULL);
   int bypass;
   if (!r) return 2;
@@ -617,7 +617,7 @@ static int conn_is_open(lua_State *L) {
 }
 
 static const luaL_Reg conn_methods[] = {
-  { "close", conn_gc },
+  { "close", conn_close },
   { "exec", conn_exec },
   { "query", conn_query },
   { "info", conn_info },
@@ -625,19 +625,26 @@ static const luaL_Reg conn_methods[] = {
   { NULL, NULL }
 };
 
+/* The whole class in one place: methods from conn.c, user.c, identity.c and session.c
+ * in one table, which is __index and tododb.core.Connection. */
 void tdb_conn_open(lua_State *L) {
   luaL_newmetatable(L, TDB_CONN_MT);
-  lua_pushcfunction(L, conn_gc);
+  lua_pushcfunction(L, conn_close);
   lua_setfield(L, -2, "__gc");
 #if TDB_HAS_CLOSE
-  lua_pushcfunction(L, conn_gc);
+  lua_pushcfunction(L, conn_close);
   lua_setfield(L, -2, "__close");
 #endif
   lua_pushcfunction(L, conn_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_newtable(L);
   luaL_setfuncs(L, conn_methods, 0);
-  lua_setfield(L, -2, "__index");
+  luaL_setfuncs(L, tdb_conn_user_methods, 0);
+  luaL_setfuncs(L, tdb_conn_identity_methods, 0);
+  luaL_setfuncs(L, tdb_conn_session_methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  lua_setfield(L, -3, "Connection");
   lua_pop(L, 1);
   lua_pushcfunction(L, conn_connect);
   lua_setfield(L, -2, "connect");

@@ -30,6 +30,15 @@ int tdb_push_error(lua_State *L, const char *code, const char *field,
   return 2;
 }
 
+int tdb_argerror(lua_State *L, int arg, const char *fmt, ...) {
+  char msg[256];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(msg, sizeof msg, fmt, ap);
+  va_end(ap);
+  return luaL_argerror(L, arg, msg);
+}
+
 const char *tdb_sqlstate_code(const char *s) {
   if (!s || strlen(s) != 5) return "internal";
   if (!strcmp(s, "23505")) return "conflict";
@@ -41,9 +50,9 @@ const char *tdb_sqlstate_code(const char *s) {
   return "internal";
 }
 
-void tdb_pushnull(lua_State *L) { lua_pushlightuserdata(L, NULL); }
+void tdb_push_null(lua_State *L) { lua_pushlightuserdata(L, NULL); }
 
-int tdb_isnull(lua_State *L, int idx) {
+int tdb_is_null(lua_State *L, int idx) {
   return lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL;
 }
 
@@ -71,6 +80,6 @@ void tdb_error_open(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, error_new);
   lua_setfield(L, -2, "error");
-  tdb_pushnull(L);
+  tdb_push_null(L);
   lua_setfield(L, -2, "null");
 }

@@ -8,14 +8,14 @@
 #define ISSUER_MAX 1024        /* characters; the CHECKs of migration 0004 */
 #define SUBJECT_MAX 255
 
-/* Reads the issuer or subject at idx into *s: 0 ok, 2 with nil, err pushed.
- * Raises when it is not a string. */
-static int check_part(lua_State *L, int idx, const char *what, long max, const char **s) {
+/* Reads the issuer or subject at idx (argument arg, or a field of it) into
+ * *s: 0 ok, 2 with nil, err pushed. Raises when it is not a string. */
+static int check_part(lua_State *L, int arg, int idx, const char *what, long max,
+                      const char **s) {
   size_t n;
   long chars;
   if (lua_type(L, idx) != LUA_TSTRING)
-    return luaL_error(L, "bad argument (%s must be a string, got %s)", what,
-                      luaL_typename(L, idx));
+    return tdb_argerror(L, arg, "%s must be a string, got %s", what, luaL_typename(L, idx));
   *s = lua_tolstring(L, idx, &n);
   chars = tdb_utf8_len(*s, n);
   if (chars < 1 || chars > max)
@@ -47,11 +47,11 @@ static int lookup(lua_State *L, tdb_Conn *c, const char *const *vals) {
 
 /* db:find_user_by_identity(issuer, subject) -> User | nil, err (not_found) */
 static int identity_find(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   const char *vals[2];
   int k;
-  if (check_part(L, 2, "issuer", ISSUER_MAX, &vals[0])
-      || check_part(L, 3, "subject", SUBJECT_MAX, &vals[1])) return 2;
+  if (check_part(L, 2, 2, "issuer", ISSUER_MAX, &vals[0])
+      || check_part(L, 3, 3, "subject", SUBJECT_MAX, &vals[1])) return 2;
   if ((k = lookup(L, c, vals)) < 0) return 2;
   if (k == 0) return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
   return 1;
@@ -63,7 +63,7 @@ static int identity_find(lua_State *L) {
  * same user. An email already held by another account is never linked: the
  * answer is a conflict on field email. */
 static int identity_provision(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   char email[TDB_EMAIL_BUF];
   const char *vals[3] = { NULL, NULL, NULL };
   PGresult *r;
@@ -72,13 +72,13 @@ static int identity_provision(lua_State *L) {
   lua_getfield(L, 2, "issuer");
   lua_getfield(L, 2, "subject");
   lua_getfield(L, 2, "email");
-  if (check_part(L, 3, "issuer", ISSUER_MAX, &vals[0])
-      || check_part(L, 4, "subject", SUBJECT_MAX, &vals[1])) return 2;
+  if (check_part(L, 2, 3, "issuer", ISSUER_MAX, &vals[0])
+      || check_part(L, 2, 4, "subject", SUBJECT_MAX, &vals[1])) return 2;
   if (!lua_isnil(L, 5)) {
     size_t n, len;
     const char *s, *msg;
     if (lua_type(L, 5) != LUA_TSTRING)
-      return luaL_error(L, "bad argument (email must be a string, got %s)", luaL_typename(L, 5));
+      return tdb_argerror(L, 2, "email must be a string, got %s", luaL_typename(L, 5));
     s = lua_tolstring(L, 5, &n);
     if ((msg = tdb_check_email(s, n, email, &len)) != NULL)
       return tdb_push_error(L, "invalid", "email", NULL, "%s", msg);
@@ -112,13 +112,15 @@ static int identity_provision(lua_State *L) {
 /* db:link_identity(user, issuer, subject) -> true | nil, err
  * conflict when the identity already belongs to a user; not_found for no user. */
 static int identity_link(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   char id[24];
   const char *vals[3] = { NULL, NULL, id };
   PGresult *r;
-  snprintf(id, sizeof id, "%lld", tdb_user_id(L, 2));
-  if (check_part(L, 3, "issuer", ISSUER_MAX, &vals[0])
-      || check_part(L, 4, "subject", SUBJECT_MAX, &vals[1])) return 2;
+  long long uid;
+  if (tdb_check_user_id(L, 2, &uid)) return 2;
+  snprintf(id, sizeof id, "%lld", uid);
+  if (check_part(L, 3, 3, "issuer", ISSUER_MAX, &vals[0])
+      || check_part(L, 4, 4, "subject", SUBJECT_MAX, &vals[1])) return 2;
   if ((r = tdb_run(L, c, NULL, TDB_SQL_IDENT_LINK, vals)) == NULL) {
     const char *state = pushed_sqlstate(L);
     if (!strcmp(state, "23505")) {
@@ -139,14 +141,16 @@ static int identity_link(lua_State *L) {
 
 /* db:unlink_identity(user, issuer, subject) -> true | nil, err (not_found) */
 static int identity_unlink(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   char id[24];
   const char *vals[3] = { NULL, NULL, id };
   PGresult *r;
+  long long uid;
   int n;
-  snprintf(id, sizeof id, "%lld", tdb_user_id(L, 2));
-  if (check_part(L, 3, "issuer", ISSUER_MAX, &vals[0])
-      || check_part(L, 4, "subject", SUBJECT_MAX, &vals[1])) return 2;
+  if (tdb_check_user_id(L, 2, &uid)) return 2;
+  snprintf(id, sizeof id, "%lld", uid);
+  if (check_part(L, 3, 3, "issuer", ISSUER_MAX, &vals[0])
+      || check_part(L, 4, 4, "subject", SUBJECT_MAX, &vals[1])) return 2;
   if ((r = tdb_run(L, c, NULL, TDB_SQL_IDENT_UNLINK, vals)) == NULL) return 2;
   n = atoi(PQcmdTuples(r));
   PQclear(r);
@@ -155,17 +159,10 @@ static int identity_unlink(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg identity_methods[] = {
+const luaL_Reg tdb_conn_identity_methods[] = {
   { "find_user_by_identity", identity_find },
   { "provision_user", identity_provision },
   { "link_identity", identity_link },
   { "unlink_identity", identity_unlink },
   { NULL, NULL }
 };
-
-void tdb_identity_open(lua_State *L) {
-  luaL_getmetatable(L, TDB_CONN_MT);             /* methods on Connection */
-  lua_getfield(L, -1, "__index");
-  luaL_setfuncs(L, identity_methods, 0);
-  lua_pop(L, 2);
-}

@@ -182,7 +182,7 @@ size_t tdb_json_arraylen(lua_State *L, int idx) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     lua_pop(L, 1);
-    if (lua_type(L, -1) != LUA_TNUMBER || tdb_numint64(L, -1, &k) != 1 || k < 1) {
+    if (lua_type(L, -1) != LUA_TNUMBER || !tdb_to_int64(L, -1, &k) || k < 1) {
       lua_pop(L, 1);
       return 0;
     }
@@ -216,7 +216,7 @@ void tdb_json_members(lua_State *L, tdb_Buf *b, int idx) {
 
 static void lua_number(lua_State *L, tdb_Buf *b, int idx) {
   long long v;
-  if (tdb_numint64(L, idx, &v) == 1) tdb_json_int64(b, v);
+  if (tdb_to_int64(L, idx, &v)) tdb_json_int64(b, v);
   else if (!tdb_json_double(b, (double)lua_tonumber(L, idx)))
     luaL_error(L, "tododb: cannot encode %f in JSON", (double)lua_tonumber(L, idx));
 }
@@ -237,7 +237,7 @@ static void lua_value(lua_State *L, tdb_Buf *b, int idx, int depth) {
     tdb_json_bool(b, lua_toboolean(L, idx));
     return;
   case LUA_TLIGHTUSERDATA:
-    if (tdb_isnull(L, idx)) { tdb_json_null(b); return; }
+    if (tdb_is_null(L, idx)) { tdb_json_null(b); return; }
     break;
   case LUA_TTABLE:
     if (depth >= JSON_DEPTH)
@@ -413,12 +413,12 @@ static int jr_number(jreader *r) {
       if (m > (18446744073709551615ULL - d9) / 10) { over = 1; break; }
       m = m * 10 + d9;
     }
-    if (!over && !neg && m <= 9223372036854775807ULL) {
-      tdb_pushint64(r->L, (long long)m);
+    if (!over && !neg && m <= (unsigned long long)LLONG_MAX) {
+      tdb_push_int64(r->L, (long long)m);
       return 1;
     }
-    if (!over && neg && m <= 9223372036854775808ULL) {
-      tdb_pushint64(r->L, m ? -(long long)(m - 1) - 1 : 0);
+    if (!over && neg && m <= (unsigned long long)LLONG_MAX + 1) {
+      tdb_push_int64(r->L, m ? -(long long)(m - 1) - 1 : 0);
       return 1;
     }
   }
@@ -509,7 +509,7 @@ static int jr_value(jreader *r) {
     return 1;
   case 'n':
     if (!jr_literal(r, "null")) return 0;
-    tdb_pushnull(r->L);
+    tdb_push_null(r->L);
     return 1;
   default:
     return jr_number(r);

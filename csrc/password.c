@@ -20,22 +20,22 @@ void tdb_password_config(lua_State *L, int idx, tdb_Conn *c) {
       c->pwhash_ops = crypto_pwhash_OPSLIMIT_MIN;
       c->pwhash_mem = crypto_pwhash_MEMLIMIT_MIN;
     } else
-      luaL_argerror(L, idx, "pwhash must be \"interactive\", \"moderate\", \"min\" or {ops=, mem=}");
+      tdb_argerror(L, idx, "pwhash must be \"interactive\", \"moderate\", \"min\" or {ops=, mem=}");
   } else if (lua_istable(L, -1)) {
     lua_Number ops, mem;
     lua_getfield(L, -1, "ops");
     lua_getfield(L, -2, "mem");
     ops = lua_tonumber(L, -2);
     mem = lua_tonumber(L, -1);
-    luaL_argcheck(L, ops >= crypto_pwhash_OPSLIMIT_MIN && ops <= 64, idx,
-                  "pwhash.ops must be 1 to 64");
-    luaL_argcheck(L, mem >= crypto_pwhash_MEMLIMIT_MIN && mem <= 4294967296.0, idx,
-                  "pwhash.mem must be 8192 to 4294967296 bytes");
+    if (!(ops >= crypto_pwhash_OPSLIMIT_MIN && ops <= 64))
+      tdb_argerror(L, idx, "pwhash.ops must be 1 to 64");
+    if (!(mem >= crypto_pwhash_MEMLIMIT_MIN && mem <= 4294967296.0))
+      tdb_argerror(L, idx, "pwhash.mem must be 8192 to 4294967296 bytes");
     c->pwhash_ops = (unsigned long long)ops;
     c->pwhash_mem = (size_t)mem;
     lua_pop(L, 2);
   } else if (!lua_isnil(L, -1))
-    luaL_argerror(L, idx, "pwhash must be a string or a table");
+    tdb_argerror(L, idx, "pwhash must be a string or a table, got %s", luaL_typename(L, -1));
   lua_pop(L, 1);
 }
 
@@ -70,21 +70,4 @@ void tdb_password_dummy(tdb_Conn *c, const char *pw, size_t n) {
   }
   if (c->dummy_hash[0] && crypto_pwhash_str_verify(c->dummy_hash, pw, n) == 0)
     c->dummy_hash[0] = '\0';                /* cannot happen; never a match */
-}
-
-/* tododb.core.sha256(s) -> hex digest (migration checksums) */
-static int password_sha256(lua_State *L) {
-  size_t n;
-  const char *s = luaL_checklstring(L, 1, &n);
-  unsigned char h[crypto_hash_sha256_BYTES];
-  char hex[crypto_hash_sha256_BYTES * 2 + 1];
-  crypto_hash_sha256(h, (const unsigned char *)s, n);
-  sodium_bin2hex(hex, sizeof hex, h, sizeof h);
-  lua_pushstring(L, hex);
-  return 1;
-}
-
-void tdb_password_open(lua_State *L) {
-  lua_pushcfunction(L, password_sha256);
-  lua_setfield(L, -2, "sha256");
 }

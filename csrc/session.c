@@ -24,7 +24,7 @@ static const unsigned char cursor_key[crypto_generichash_KEYBYTES] = "tododb cur
 /* The session at idx and its open connection (raises when closed). */
 static tdb_Session *check_session(lua_State *L, int idx, tdb_Conn **c) {
   tdb_Session *s = luaL_checkudata(L, idx, TDB_SESSION_MT);
-  luaL_argcheck(L, s->conn->pg != NULL, idx, "connection is closed");
+  if (!s->conn->pg) tdb_argerror(L, idx, "connection is closed");
   *c = s->conn;
   return s;
 }
@@ -36,29 +36,29 @@ static int not_found(lua_State *L) {
 /* Reads a todo id: 0 ok (decimal in buf); else nil, err pushed (2). */
 static int read_id(lua_State *L, int idx, char *buf) {
   long long id;
-  int k = tdb_checkid(L, idx, &id);
-  if (k == 0) return tdb_push_error(L, "invalid", "id", NULL, "todo id must be an integer");
-  if (k < 0) return not_found(L);
+  if (tdb_check_id(L, idx, "todo", &id)) return 2;
   snprintf(buf, 24, "%lld", id);
   return 0;
 }
 
-/* Type checks raise: these are programming errors, not bad data. */
-static void check_type(lua_State *L, int idx, int type, const char *what, int nullable) {
+/* Type checks raise: these are programming errors, not bad data. The value
+ * at idx is field what of argument arg; nil passes. */
+static void check_type(lua_State *L, int arg, int idx, int type, const char *what,
+                       int nullable) {
   int t = lua_type(L, idx);
-  if (t == type || t == LUA_TNIL || (nullable && tdb_isnull(L, idx))) return;
-  luaL_error(L, "bad argument (%s must be a %s, got %s)", what, lua_typename(L, type),
-             luaL_typename(L, idx));
+  if (t == type || t == LUA_TNIL || (nullable && tdb_is_null(L, idx))) return;
+  tdb_argerror(L, arg, "%s must be a %s, got %s", what, lua_typename(L, type),
+               luaL_typename(L, idx));
 }
 
-/* Pushes the validated, trimmed title of the table at t; NULL and nil, err
- * pushed on bad input. Raises when title is not a string. */
-static const char *push_title(lua_State *L, int t) {
+/* Pushes the validated, trimmed title of the table at t (argument arg);
+ * NULL and nil, err pushed on bad input. Raises when title is not a string. */
+static const char *push_title(lua_State *L, int arg, int t) {
   size_t n;
   const char *s, *msg;
   lua_getfield(L, t, "title");
   if (lua_type(L, -1) != LUA_TSTRING)
-    luaL_error(L, "bad argument (title must be a string, got %s)", luaL_typename(L, -1));
+    tdb_argerror(L, arg, "title must be a string, got %s", luaL_typename(L, -1));
   s = lua_tolstring(L, -1, &n);
   if ((msg = tdb_check_title(&s, &n)) != NULL) {
     lua_pop(L, 1);
@@ -70,30 +70,29 @@ static const char *push_title(lua_State *L, int t) {
   return lua_tostring(L, -1);
 }
 
-/* Checks the description field of the table at t (left on the stack).
- * Returns 1 ok, 0 with nil, err pushed. *out: NULL for none/cleared. */
-static int read_description(lua_State *L, int t, const char **out, int *present) {
+/* Checks the description field of the table at t, argument arg (left on
+ * the stack). 0 ok, 2 with nil, err pushed. *out: NULL for none/cleared. */
+static int read_description(lua_State *L, int arg, int t, const char **out, int *present) {
   size_t n;
   const char *msg;
   lua_getfield(L, t, "description");
-  check_type(L, -1, LUA_TSTRING, "description", 1);
+  check_type(L, arg, -1, LUA_TSTRING, "description", 1);
   *present = !lua_isnil(L, -1);
   *out = NULL;
-  if (lua_type(L, -1) != LUA_TSTRING) return 1;
+  if (lua_type(L, -1) != LUA_TSTRING) return 0;
   *out = lua_tolstring(L, -1, &n);
-  if ((msg = tdb_check_description(*out, n)) != NULL) {
-    tdb_push_error(L, "invalid", "description", NULL, "%s", msg);
-    return 0;
-  }
+  if ((msg = tdb_check_description(*out, n)) != NULL)
+    return tdb_push_error(L, "invalid", "description", NULL, "%s", msg);
   if (n == 0) *out = NULL;             /* "" clears, like tododb.null */
-  return 1;
+  return 0;
 }
 
-/* Reads the boolean field k of table t: "t", "f" or NULL when absent. */
-static const char *read_bool(lua_State *L, int t, const char *k) {
+/* Reads the boolean field k of table t, argument arg: "t", "f" or NULL
+ * when absent. */
+static const char *read_bool(lua_State *L, int arg, int t, const char *k) {
   const char *v;
   lua_getfield(L, t, k);
-  check_type(L, -1, LUA_TBOOLEAN, k, 0);
+  check_type(L, arg, -1, LUA_TBOOLEAN, k, 0);
   v = lua_isnil(L, -1) ? NULL : lua_toboolean(L, -1) ? "t" : "f";
   lua_pop(L, 1);
   return v;
@@ -111,16 +110,18 @@ static int one_todo(lua_State *L, PGresult *r) {
 /* Pushes the number of rows a statement touched. */
 static int touched(lua_State *L, PGresult *r) {
   if (!r) return 2;
-  tdb_pushint64(L, tdb_parse_int8(PQcmdTuples(r)));
+  tdb_push_int64(L, tdb_parse_int8(PQcmdTuples(r)));
   PQclear(r);
   return 1;
 }
 
-/* db:session(user_or_id) -> Session (no query) */
+/* db:session(user_or_id) -> Session (no query) | nil, err */
 static int session_new(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
-  long long id = tdb_user_id(L, 2);
-  tdb_Session *s = tdb_newudata(L, sizeof *s);
+  tdb_Conn *c = tdb_check_conn(L, 1);
+  long long id;
+  tdb_Session *s;
+  if (tdb_check_user_id(L, 2, &id)) return 2;
+  s = tdb_newudata(L, sizeof *s);
   s->conn = c;
   s->user_id = id;
   snprintf(s->owner, sizeof s->owner, "%lld", id);
@@ -140,9 +141,9 @@ static int session_create(lua_State *L) {
   int present;
   luaL_checktype(L, 2, LUA_TTABLE);
   vals[0] = s->owner;
-  if ((vals[1] = push_title(L, 2)) == NULL) return 2;
-  if (!read_description(L, 2, &vals[2], &present)) return 2;
-  vals[3] = read_bool(L, 2, "completed");
+  if ((vals[1] = push_title(L, 2, 2)) == NULL) return 2;
+  if (read_description(L, 2, 2, &vals[2], &present)) return 2;
+  vals[3] = read_bool(L, 2, 2, "completed");
   return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_INSERT, vals));
 }
 
@@ -175,8 +176,8 @@ static int session_update(lua_State *L) {
   while (lua_next(L, 3)) {
     const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
     if (strcmp(k, "title") && strcmp(k, "description") && strcmp(k, "completed"))
-      luaL_error(L, "bad argument #2 to 'update_todo' (unknown field '%s')",
-                 lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
+      tdb_argerror(L, 3, "unknown field '%s'",
+                   lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
     any = 1;
     lua_pop(L, 1);
   }
@@ -184,12 +185,12 @@ static int session_update(lua_State *L) {
   if (!any) return tdb_push_error(L, "invalid", NULL, NULL, "nothing to update");
   lua_getfield(L, 3, "title");
   if (!lua_isnil(L, -1)) {             /* a title change */
-    if ((vals[3] = push_title(L, 3)) == NULL) return 2;
+    if ((vals[3] = push_title(L, 3, 3)) == NULL) return 2;
     vals[2] = "t";
   }
-  if (!read_description(L, 3, &vals[5], &present)) return 2;
+  if (read_description(L, 3, 3, &vals[5], &present)) return 2;
   if (present) vals[4] = "t";
-  vals[6] = read_bool(L, 3, "completed");
+  vals[6] = read_bool(L, 3, 3, "completed");
   return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_UPDATE, vals));
 }
 
@@ -249,7 +250,7 @@ static int read_cursor(const tdb_Session *s, const char *cur, size_t len, int fl
   cursor_mac(s, b, search, n, mac);
   if (sodium_memcmp(mac, b + 10, 8) != 0) return 0;
   for (int i = 0; i < 8; i++) v = (v << 8) | b[2 + i];
-  if (v > 9223372036854775807ULL) return 0;
+  if (v > (unsigned long long)LLONG_MAX) return 0;
   *last = (long long)v;
   return 1;
 }
@@ -268,21 +269,18 @@ static int session_list(lua_State *L) {
   PGresult *r;
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   else { lua_settop(L, 1); lua_newtable(L); }
-  done = read_bool(L, 2, "completed");
+  done = read_bool(L, 2, 2, "completed");
   lua_getfield(L, 2, "order");
-  check_type(L, -1, LUA_TSTRING, "order", 0);
+  check_type(L, 2, -1, LUA_TSTRING, "order", 0);
   if (lua_isstring(L, -1)) {
     const char *o = lua_tostring(L, -1);
     if (!strcmp(o, "oldest")) oldest = 1;
     else if (strcmp(o, "newest"))
       return tdb_push_error(L, "invalid", "order", NULL, "order must be \"newest\" or \"oldest\"");
   }
-  lua_getfield(L, 2, "limit");
-  check_type(L, -1, LUA_TNUMBER, "limit", 0);
-  if (!lua_isnil(L, -1) && (tdb_numint64(L, -1, &limit) != 1 || limit < 1 || limit > LIMIT_MAX))
-    return tdb_push_error(L, "invalid", "limit", NULL, "limit must be an integer from 1 to 200");
+  if (tdb_check_int_field(L, 2, "limit", 0, 1, LIMIT_MAX, &limit)) return 2;
   lua_getfield(L, 2, "search");
-  check_type(L, -1, LUA_TSTRING, "search", 0);
+  check_type(L, 2, -1, LUA_TSTRING, "search", 0);
   if (lua_isstring(L, -1)) {
     long chars;
     search = lua_tolstring(L, -1, &sn);
@@ -291,9 +289,9 @@ static int session_list(lua_State *L) {
                             "search must be valid UTF-8 of at most 200 characters");
   }
   flags = oldest | (done ? (done[0] == 't' ? 2 : 4) : 0);
-  last = oldest ? 0 : 9223372036854775807LL;
+  last = oldest ? 0 : LLONG_MAX;
   lua_getfield(L, 2, "after");
-  check_type(L, -1, LUA_TSTRING, "after", 0);
+  check_type(L, 2, -1, LUA_TSTRING, "after", 0);
   if (lua_isstring(L, -1)) {
     size_t cn;
     const char *cur = lua_tolstring(L, -1, &cn);
@@ -347,10 +345,10 @@ static int session_count(lua_State *L) {
   PGresult *r;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
-    vals[1] = read_bool(L, 2, "completed");
+    vals[1] = read_bool(L, 2, 2, "completed");
   }
   if ((r = tdb_run(L, c, s->owner, TDB_SQL_TODO_COUNT, vals)) == NULL) return 2;
-  tdb_pushint64(L, tdb_parse_int8(PQgetvalue(r, 0, 0)));
+  tdb_push_int64(L, tdb_parse_int8(PQgetvalue(r, 0, 0)));
   PQclear(r);
   return 1;
 }
@@ -413,9 +411,9 @@ static int session_create_many(lua_State *L) {
     /* Plain tables only: the second pass relies on the items keeping
      * their strings alive, which a proxy's __index need not do. */
     if (!lua_istable(L, -1) || lua_getmetatable(L, -1))
-      luaL_error(L, "bad argument #1 to 'create_todos' (item %d must be a plain table)", i);
-    if (!push_title(L, 3) || !read_description(L, 3, &d, &present)) return item_error(L, i);
-    (void)read_bool(L, 3, "completed");
+      tdb_argerror(L, 2, "item %d must be a plain table", i);
+    if (!push_title(L, 2, 3) || read_description(L, 2, 3, &d, &present)) return item_error(L, i);
+    (void)read_bool(L, 2, 3, "completed");
     lua_settop(L, 2);
   }
   if (n == 0) { lua_pushinteger(L, 0); return 1; }
@@ -455,7 +453,7 @@ static int session_create_many(lua_State *L) {
 static int session_index(lua_State *L) {
   tdb_Session *s = luaL_checkudata(L, 1, TDB_SESSION_MT);
   const char *k = luaL_checkstring(L, 2);
-  if (!strcmp(k, "user_id")) { tdb_pushint64(L, s->user_id); return 1; }
+  if (!strcmp(k, "user_id")) { tdb_push_int64(L, s->user_id); return 1; }
   lua_getfield(L, lua_upvalueindex(1), k);
   return 1;
 }
@@ -466,6 +464,11 @@ static int session_tostring(lua_State *L) {
   lua_pushfstring(L, "tododb.Session(user %s)", s->owner);
   return 1;
 }
+
+const luaL_Reg tdb_conn_session_methods[] = {
+  { "session", session_new },
+  { NULL, NULL }
+};
 
 static const luaL_Reg session_methods[] = {
   { "create_todo", session_create },
@@ -485,14 +488,11 @@ void tdb_session_open(lua_State *L) {
   luaL_newmetatable(L, TDB_SESSION_MT);
   lua_newtable(L);
   luaL_setfuncs(L, session_methods, 0);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -4, "Session");
   lua_pushcclosure(L, session_index, 1);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, session_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
-  luaL_getmetatable(L, TDB_CONN_MT);
-  lua_getfield(L, -1, "__index");
-  lua_pushcfunction(L, session_new);
-  lua_setfield(L, -2, "session");
-  lua_pop(L, 2);
 }

@@ -1,7 +1,20 @@
-/* tdb.h: what the C files of tododb share. Globals are tdb_*. */
+/* tdb.h: what the C files of tododb share. Globals are tdb_*.
+ *
+ * How C helpers report (the same in every file):
+ * - tdb_check_*(L, idx, ...) read an argument. A wrong type or a closed
+ *   handle is misuse and raises (tdb_argerror); a value of the right type
+ *   that is malformed or out of range is the world's fault: nil, err.
+ * - A helper that can fail with nil, err returns int: 0 = ok, 2 = nil and
+ *   the error object pushed, so its caller does `return 2`. A helper that
+ *   builds something returns a pointer: NULL = nil, err pushed.
+ * - Pure validators (no Lua state) return NULL or the message naming the
+ *   broken rule; predicates return 1 or 0.
+ * - tdb_push_* push exactly one value.
+ */
 #ifndef TDB_H
 #define TDB_H
 
+#include <limits.h>
 #include <stddef.h>
 #include <libpq-fe.h>
 #include "compat.h"
@@ -19,11 +32,14 @@
 /* Pushes nil and an error object built from a printf-style message; returns 2. */
 int tdb_push_error(lua_State *L, const char *code, const char *field,
                    const char *sqlstate, const char *fmt, ...);
+/* Raises "bad argument #arg to 'f' (message)" with a printf-style message;
+ * a table field names itself: "title must be a string, got number". */
+int tdb_argerror(lua_State *L, int arg, const char *fmt, ...);
 /* The error code for a SQLSTATE. */
 const char *tdb_sqlstate_code(const char *sqlstate);
 /* tododb.null: a light userdata NULL, the same value as cjson.null. */
-void tdb_pushnull(lua_State *L);
-int tdb_isnull(lua_State *L, int idx);
+void tdb_push_null(lua_State *L);
+int tdb_is_null(lua_State *L, int idx);
 void tdb_error_open(lua_State *L);
 
 /* sql.c: every statement, named --------------------------------------- */
@@ -79,19 +95,28 @@ typedef struct tdb_Conn {
 } tdb_Conn;
 
 /* The open connection at idx; raises when it is closed. */
-tdb_Conn *tdb_checkconn(lua_State *L, int idx);
+tdb_Conn *tdb_check_conn(lua_State *L, int idx);
 /* Runs statement id with text parameters. With owner non-NULL the row-level
  * security setting goes first in the same pipeline (one round trip, one
  * implicit transaction). Returns the statement's result, which the caller
  * clears; on failure pushes nil, err and returns NULL. */
 PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
                   const char *const *vals);
+/* Builds the Connection class from conn.c's methods and these lists, and
+ * sets tododb.core.Connection to its method table (where Lua adds more). */
 void tdb_conn_open(lua_State *L);
 
 /* validate.c ---------------------------------------------------------- */
-/* Reads an id argument: 1 ok, 0 not an integer, -1 outside int8. Raises
- * for a value that is neither a number nor a string. */
-int tdb_checkid(lua_State *L, int idx, long long *out);
+/* An id argument: a number or a decimal string (as from a URL path).
+ * 0 with *out set; 2 with nil, err pushed: "invalid" (field "id") when it
+ * is not an integer, "not_found" ("<what> not found") when it lies outside
+ * int8, where no row can be. Raises for any other type. */
+int tdb_check_id(lua_State *L, int idx, const char *what, long long *out);
+/* The optional integer field of the table at arg (absent leaves *out
+ * alone), from lo to hi: 0 ok; 2 with nil, err "invalid" naming the field.
+ * Raises for a type other than number (or, with strings, a string). */
+int tdb_check_int_field(lua_State *L, int arg, const char *field, int strings,
+                        long long lo, long long hi, long long *out);
 /* Characters in a valid UTF-8 string, or -1 when it is not valid UTF-8 or
  * holds a NUL byte. */
 long tdb_utf8_len(const char *s, size_t n);
@@ -158,20 +183,25 @@ int tdb_password_hash(tdb_Conn *c, const char *pw, size_t n, char *out);
 int tdb_password_verify(const char *hash, const char *pw, size_t n);
 int tdb_password_needs_rehash(tdb_Conn *c, const char *hash);
 void tdb_password_dummy(tdb_Conn *c, const char *pw, size_t n);
-void tdb_password_open(lua_State *L);
 
 /* user.c, session.c, todo.c, token.c ----------------------------------- */
 #define TDB_EMAIL_BUF 256
-/* A User or a user id at idx (raises for anything else). */
-long long tdb_user_id(lua_State *L, int idx);
+/* Connection methods defined beside their objects: the account operations
+ * (user.c), external identities (identity.c) and db:session (session.c).
+ * conn.c registers them. */
+extern const luaL_Reg tdb_conn_user_methods[];
+extern const luaL_Reg tdb_conn_identity_methods[];
+extern const luaL_Reg tdb_conn_session_methods[];
+/* A User or a user id at idx, like tdb_check_id. */
+int tdb_check_user_id(lua_State *L, int idx, long long *out);
 /* Pushes row `row` of a result with the user columns (sql.c USER_COLS) as a User. */
 void tdb_push_user(lua_State *L, const PGresult *r, int row);
 void tdb_user_open(lua_State *L);
 void tdb_push_todo(lua_State *L, const PGresult *r, int row);
 void tdb_todo_open(lua_State *L);
+/* Sets tododb.core.Session to the Session method table. */
 void tdb_session_open(lua_State *L);
 void tdb_token_open(lua_State *L);
-void tdb_identity_open(lua_State *L);
 
 /* Decoding of text-format values (conn.c). */
 long long tdb_parse_int8(const char *s);

@@ -8,7 +8,7 @@ typedef struct tdb_Todo {
   int completed, has_description;
   size_t title_len, description_len;
   char created_at[32], updated_at[32];
-  char text[1];                   /* title NUL description NUL */
+  char text[];                    /* title NUL description NUL */
 } tdb_Todo;
 
 static void copy_time(const PGresult *r, int row, int col, char *out) {
@@ -41,7 +41,7 @@ static tdb_Todo *check_todo(lua_State *L, int idx) {
 
 /* Pushes field k of t; 0 when there is no such field. */
 static int push_field(lua_State *L, const tdb_Todo *t, const char *k) {
-  if (!strcmp(k, "id")) tdb_pushint64(L, t->id);
+  if (!strcmp(k, "id")) tdb_push_int64(L, t->id);
   else if (!strcmp(k, "title")) lua_pushlstring(L, t->text, t->title_len);
   else if (!strcmp(k, "completed")) lua_pushboolean(L, t->completed);
   else if (!strcmp(k, "description")) {
@@ -49,7 +49,7 @@ static int push_field(lua_State *L, const tdb_Todo *t, const char *k) {
       lua_pushlstring(L, t->text + t->title_len + 1, t->description_len);
     else lua_pushnil(L);
   }
-  else if (!strcmp(k, "user_id")) tdb_pushint64(L, t->user_id);
+  else if (!strcmp(k, "user_id")) tdb_push_int64(L, t->user_id);
   else if (!strcmp(k, "created_at")) lua_pushstring(L, t->created_at);
   else if (!strcmp(k, "updated_at")) lua_pushstring(L, t->updated_at);
   else return 0;
@@ -67,7 +67,7 @@ static int todo_to_table(lua_State *L) {
   lua_createtable(L, 0, 7);
   for (int i = 0; fields[i]; i++) {
     push_field(L, t, fields[i]);
-    if (lua_isnil(L, -1)) { lua_pop(L, 1); tdb_pushnull(L); }
+    if (lua_isnil(L, -1)) { lua_pop(L, 1); tdb_push_null(L); }
     lua_setfield(L, -2, fields[i]);
   }
   return 1;

@@ -37,19 +37,16 @@ static tdb_User *check_user(lua_State *L, int idx) {
   return luaL_checkudata(L, idx, TDB_USER_MT);
 }
 
-long long tdb_user_id(lua_State *L, int idx) {
+int tdb_check_user_id(lua_State *L, int idx, long long *out) {
   tdb_User *u = luaL_testudata(L, idx, TDB_USER_MT);
-  long long id;
-  if (u) return u->id;
-  if (tdb_checkid(L, idx, &id) != 1)
-    luaL_argerror(L, idx, "user id must be an integer in int8 range");
-  return id;
+  if (u) { *out = u->id; return 0; }
+  return tdb_check_id(L, idx, "user", out);
 }
 
 /* ---- the object --------------------------------------------------------- */
 
 static int push_field(lua_State *L, const tdb_User *u, const char *k) {
-  if (!strcmp(k, "id")) tdb_pushint64(L, u->id);
+  if (!strcmp(k, "id")) tdb_push_int64(L, u->id);
   else if (!strcmp(k, "email")) { if (*u->email) lua_pushstring(L, u->email); else lua_pushnil(L); }
   else if (!strcmp(k, "created_at")) lua_pushstring(L, u->created_at);
   else if (!strcmp(k, "updated_at")) lua_pushstring(L, u->updated_at);
@@ -101,10 +98,11 @@ static int user_tostring(lua_State *L) {
 
 /* ---- arguments ---------------------------------------------------------- */
 
-/* A required string argument or table field: raises when it is not a string. */
-static const char *check_str(lua_State *L, int idx, const char *what, size_t *n) {
+/* The string at idx, argument arg or a field of it: raises when it is not
+ * a string. */
+static const char *check_str(lua_State *L, int arg, int idx, const char *what, size_t *n) {
   if (lua_type(L, idx) != LUA_TSTRING)
-    luaL_error(L, "bad argument (%s must be a string, got %s)", what, luaL_typename(L, idx));
+    tdb_argerror(L, arg, "%s must be a string, got %s", what, luaL_typename(L, idx));
   return lua_tolstring(L, idx, n);
 }
 
@@ -115,22 +113,21 @@ static int check_password(lua_State *L, size_t n) {
   return 0;
 }
 
-/* Normalises the email at idx into buf; 0 ok, 2 with nil, err pushed. */
-static int check_email(lua_State *L, int idx, char *buf) {
+/* Normalises the email at idx (argument arg) into buf; 0 ok, 2 with nil,
+ * err pushed. */
+static int check_email(lua_State *L, int arg, int idx, char *buf) {
   size_t n, len;
-  const char *s = check_str(L, idx, "email", &n);
+  const char *s = check_str(L, arg, idx, "email", &n);
   const char *msg = tdb_check_email(s, n, buf, &len);
   if (msg) return tdb_push_error(L, "invalid", "email", NULL, "%s", msg);
   return 0;
 }
 
-/* Reads a User or an id argument: 0 ok; else nil, err pushed (2). */
-static int read_id(lua_State *L, int idx, long long *id, char *buf) {
-  tdb_User *u = luaL_testudata(L, idx, TDB_USER_MT);
-  int k = u ? (*id = u->id, 1) : tdb_checkid(L, idx, id);
-  if (k == 0) return tdb_push_error(L, "invalid", "id", NULL, "id must be an integer");
-  if (k < 0) return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
-  snprintf(buf, 24, "%lld", *id);
+/* A User or an id argument, in decimal into buf: 0 ok, 2 nil, err pushed. */
+static int read_id(lua_State *L, int idx, char *buf) {
+  long long id;
+  if (tdb_check_user_id(L, idx, &id)) return 2;
+  snprintf(buf, 24, "%lld", id);
   return 0;
 }
 
@@ -165,7 +162,7 @@ static int is_unique_violation(lua_State *L) {
 
 /* db:create_user{ email =, password = } -> User | nil, err */
 static int user_create(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   char email[TDB_EMAIL_BUF], hash[crypto_pwhash_STRBYTES];
   const char *pw, *vals[2];
   size_t pwn;
@@ -173,8 +170,8 @@ static int user_create(lua_State *L) {
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_getfield(L, 2, "email");
   lua_getfield(L, 2, "password");
-  pw = check_str(L, -1, "password", &pwn);
-  if (check_email(L, -2, email) || check_password(L, pwn)) return 2;
+  pw = check_str(L, 2, -1, "password", &pwn);
+  if (check_email(L, 2, -2, email) || check_password(L, pwn)) return 2;
   if (!tdb_password_hash(c, pw, pwn, hash))
     return tdb_push_error(L, "internal", NULL, NULL, "password hashing failed (out of memory)");
   vals[0] = email;
@@ -189,11 +186,11 @@ static int user_create(lua_State *L) {
  * The same answer, at the same cost, for an unknown email and a wrong
  * password; a hash made with weaker parameters is upgraded on success. */
 static int user_authenticate(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   char email[TDB_EMAIL_BUF], hash[crypto_pwhash_STRBYTES];
   size_t en, pwn, len;
-  const char *e = check_str(L, 2, "email", &en);
-  const char *pw = check_str(L, 3, "password", &pwn);
+  const char *e = check_str(L, 2, 2, "email", &en);
+  const char *pw = check_str(L, 3, 3, "password", &pwn);
   const char *vals[3];
   PGresult *r;
   if (pwn > PASSWORD_MAX || tdb_check_email(e, en, email, &len) != NULL) {
@@ -228,35 +225,33 @@ static int user_authenticate(lua_State *L) {
 
 /* db:get_user(id) -> User | nil, err */
 static int user_get(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
-  long long id;
+  tdb_Conn *c = tdb_check_conn(L, 1);
   char buf[24];
   const char *vals[1] = { buf };
-  if (read_id(L, 2, &id, buf)) return 2;
+  if (read_id(L, 2, buf)) return 2;
   return one_user(L, tdb_run(L, c, NULL, TDB_SQL_USER_BY_ID, vals));
 }
 
 /* db:find_user(email) -> User | nil, err */
 static int user_find(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   char email[TDB_EMAIL_BUF];
   const char *vals[1] = { email };
-  if (check_email(L, 2, email)) return 2;
+  if (check_email(L, 2, 2, email)) return 2;
   return one_user(L, tdb_run(L, c, NULL, TDB_SQL_USER_BY_EMAIL, vals));
 }
 
 /* db:change_password(id, old, new) -> true | nil, err */
 static int user_change_password(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
-  long long id;
+  tdb_Conn *c = tdb_check_conn(L, 1);
   char buf[24], hash[crypto_pwhash_STRBYTES];
   size_t on, nn;
-  const char *old = check_str(L, 3, "old password", &on);
-  const char *new = check_str(L, 4, "new password", &nn);
+  const char *old = check_str(L, 3, 3, "old password", &on);
+  const char *new = check_str(L, 4, 4, "new password", &nn);
   const char *vals[3] = { buf };
   PGresult *r, *u;
   int ok;
-  if (read_id(L, 2, &id, buf) || check_password(L, nn)) return 2;
+  if (read_id(L, 2, buf) || check_password(L, nn)) return 2;
   if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_HASH, vals)) == NULL) return 2;
   if (PQntuples(r) == 0) {
     PQclear(r);
@@ -287,12 +282,11 @@ static int user_change_password(lua_State *L) {
 
 /* db:change_email(id, new_email) -> User | nil, err */
 static int user_change_email(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
-  long long id;
+  tdb_Conn *c = tdb_check_conn(L, 1);
   char buf[24], email[TDB_EMAIL_BUF];
   const char *vals[2] = { buf, email };
   PGresult *r;
-  if (read_id(L, 2, &id, buf) || check_email(L, 3, email)) return 2;
+  if (read_id(L, 2, buf) || check_email(L, 3, 3, email)) return 2;
   if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_SET_EMAIL, vals)) == NULL)
     return is_unique_violation(L) ? conflict_email(L) : 2;
   return one_user(L, r);
@@ -300,38 +294,34 @@ static int user_change_email(lua_State *L) {
 
 /* db:delete_user(id) -> number of todos deleted with it | nil, err */
 static int user_delete(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
-  long long id;
+  tdb_Conn *c = tdb_check_conn(L, 1);
   char buf[24];
   const char *vals[1] = { buf };
   PGresult *r;
-  if (read_id(L, 2, &id, buf)) return 2;
+  if (read_id(L, 2, buf)) return 2;
   /* As the user, so that row-level security lets the count see its todos. */
   if ((r = tdb_run(L, c, buf, TDB_SQL_USER_DELETE, vals)) == NULL) return 2;
   if (PQntuples(r) == 0) {
     PQclear(r);
     return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
   }
-  tdb_pushint64(L, tdb_parse_int8(PQgetvalue(r, 0, 1)));
+  tdb_push_int64(L, tdb_parse_int8(PQgetvalue(r, 0, 1)));
   PQclear(r);
   return 1;
 }
 
 /* db:list_users{ after = id, limit = n (1-1000, default 100) } -> { User… } */
 static int user_list(lua_State *L) {
-  tdb_Conn *c = tdb_checkconn(L, 1);
+  tdb_Conn *c = tdb_check_conn(L, 1);
   long long after = 0, limit = 100;
   char a[24], l[24];
   const char *vals[2] = { a, l };
   PGresult *r;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
-    lua_getfield(L, 2, "after");
-    if (!lua_isnil(L, -1) && tdb_checkid(L, -1, &after) != 1)
-      return tdb_push_error(L, "invalid", "after", NULL, "after must be a user id");
-    lua_getfield(L, 2, "limit");
-    if (!lua_isnil(L, -1) && (tdb_checkid(L, -1, &limit) != 1 || limit < 1 || limit > LIST_MAX))
-      return tdb_push_error(L, "invalid", "limit", NULL, "limit must be 1 to 1000");
+    if (tdb_check_int_field(L, 2, "after", 1, LLONG_MIN, LLONG_MAX, &after)
+        || tdb_check_int_field(L, 2, "limit", 1, 1, LIST_MAX, &limit))
+      return 2;
   }
   snprintf(a, sizeof a, "%lld", after);
   snprintf(l, sizeof l, "%lld", limit);
@@ -345,7 +335,7 @@ static int user_list(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg user_methods[] = {
+const luaL_Reg tdb_conn_user_methods[] = {
   { "create_user", user_create },
   { "authenticate", user_authenticate },
   { "get_user", user_get },
@@ -368,10 +358,6 @@ void tdb_user_open(lua_State *L) {
   lua_pushcfunction(L, user_tostring);
   lua_setfield(L, -2, "__tostring");
   lua_pop(L, 1);
-  luaL_getmetatable(L, TDB_CONN_MT);             /* account methods on Connection */
-  lua_getfield(L, -1, "__index");
-  luaL_setfuncs(L, user_methods, 0);
-  lua_pop(L, 2);
   lua_pushinteger(L, (lua_Integer)sizeof(tdb_User));
   lua_setfield(L, -2, "user_size");
 }

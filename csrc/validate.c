@@ -13,12 +13,21 @@ static int is_space(unsigned char ch) {
   return ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == '\v' || ch == '\f';
 }
 
-int tdb_checkid(lua_State *L, int idx, long long *out) {
-  if (lua_type(L, idx) == LUA_TNUMBER) return tdb_numint64(L, idx, out);
-  if (lua_type(L, idx) == LUA_TSTRING) {       /* decimal, as from a URL path */
+/* The integer at idx: 1 and *out set; 0 when it is not an integer; -1 when
+ * it is one outside int8. Raises for a type other than number or string
+ * (strings only with strings set). */
+static int read_integer(lua_State *L, int idx, int strings, const char *what,
+                        long long *out) {
+  int t = lua_type(L, idx);
+  if (t == LUA_TNUMBER) {
+    lua_Number d = lua_tonumber(L, idx);
+    if (tdb_to_int64(L, idx, out)) return 1;
+    return d == d && d != HUGE_VAL && d != -HUGE_VAL && floor(d) == d ? -1 : 0;
+  }
+  if (t == LUA_TSTRING && strings) {          /* decimal, as from a URL path */
     size_t n;
     const char *s = lua_tolstring(L, idx, &n), *p = s;
-    unsigned long long v = 0, lim = 9223372036854775807ULL;
+    unsigned long long v = 0, lim = (unsigned long long)LLONG_MAX;
     int neg = 0, big = 0;
     if (*p == '-') { neg = 1; p++; }
     if (p == s + n || (size_t)(p - s) > n) return 0;
@@ -31,7 +40,37 @@ int tdb_checkid(lua_State *L, int idx, long long *out) {
     *out = neg ? (long long)(0 - v) : (long long)v;
     return 1;
   }
-  return luaL_argerror(L, idx, "id must be an integer");
+  return tdb_argerror(L, idx, "%s must be %s, got %s", what,
+                      strings ? "an integer or a decimal string" : "an integer",
+                      luaL_typename(L, idx));
+}
+
+int tdb_check_id(lua_State *L, int idx, const char *what, long long *out) {
+  int k = read_integer(L, idx, 1, "id", out);
+  if (k == 0) return tdb_push_error(L, "invalid", "id", NULL, "%s id must be an integer", what);
+  if (k < 0) return tdb_push_error(L, "not_found", NULL, NULL, "%s not found", what);
+  return 0;
+}
+
+int tdb_check_int_field(lua_State *L, int arg, const char *field, int strings,
+                        long long lo, long long hi, long long *out) {
+  long long v;
+  int k = 1;
+  lua_getfield(L, arg, field);
+  if (!lua_isnil(L, -1)) {
+    int t = lua_type(L, -1);
+    if (t != LUA_TNUMBER && !(strings && t == LUA_TSTRING))
+      tdb_argerror(L, arg, "%s must be %s, got %s", field,
+                   strings ? "an integer or a decimal string" : "an integer",
+                   luaL_typename(L, -1));
+    k = read_integer(L, -1, strings, field, &v) == 1 && v >= lo && v <= hi;
+    if (k) *out = v;
+  }
+  lua_pop(L, 1);
+  if (!k)
+    return tdb_push_error(L, "invalid", field, NULL, "%s must be an integer from %lld to %lld",
+                          field, lo, hi);
+  return 0;
 }
 
 size_t tdb_utf8_next(const char *str, size_t n) {

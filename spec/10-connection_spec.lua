@@ -235,6 +235,40 @@ describe("Connection life cycle", function()
   end)
 end)
 
+describe("the Connection and Session classes", function()
+  it("are one method table each, tododb.core.Connection and tododb.core.Session", function()
+    local core = require "tododb.core"
+    local db = S.connect()
+    local s = db:session(1)
+    for _, m in ipairs { "query", "exec", "info", "close", "create_user", "get_user",
+                         "authenticate", "session", "migrate", "session_from_token" } do
+      assert.is_function(core.Connection[m], m)
+      assert.equal(core.Connection[m], db[m], m)
+    end
+    for _, m in ipairs { "create_todo", "get_todo", "list_todos", "delete_completed" } do
+      assert.is_function(core.Session[m], m)
+      assert.equal(core.Session[m], s[m], m)
+    end
+    db:close()
+  end)
+
+  it("take methods added from Lua on every connection and session", function()
+    local core = require "tododb.core"
+    local db = S.connect()
+    local s = db:session(7)
+    core.Connection.spec_added = function(self) return self end
+    core.Session.spec_added = function(self) return self.user_id end
+    local ok, err = pcall(function()
+      assert.equal(db, db:spec_added())
+      assert.equal(7, s:spec_added())
+    end)
+    core.Connection.spec_added, core.Session.spec_added = nil, nil
+    db:close()
+    assert(ok, err)
+    assert.is_nil(db.spec_added)
+  end)
+end)
+
 describe("db:info", function()
   it("reports the server and that row-level security applies to the app role", function()
     local db = S.connect()

@@ -57,7 +57,7 @@ function M.connect(url, opts)
 end
 
 -- Connection methods written in Lua.
-local Connection = debug.getregistry()["tododb.Connection"].__index
+local Connection = core.Connection
 
 function Connection:migrate() return migrate.migrate(self) end
 function Connection:migration_status() return migrate.status(self) end
