@@ -40,7 +40,7 @@ build = {
     ["tododb.core"] = {
       -- Every csrc/*.c (keep in step with csrc/).
       sources = {
-        "csrc/conn.c", "csrc/core.c", "csrc/error.c", "csrc/password.c",
+        "csrc/conn.c", "csrc/core.c", "csrc/error.c", "csrc/identity.c", "csrc/password.c",
         "csrc/json.c", "csrc/session.c", "csrc/sql.c", "csrc/todo.c", "csrc/token.c",
         "csrc/user.c", "csrc/validate.c",
       },
