@@ -220,6 +220,8 @@ static int conn_connect(lua_State *L) {
 tdb_Conn *tdb_check_conn(lua_State *L, int idx) {
   tdb_Conn *c = luaL_checkudata(L, idx, TDB_CONN_MT);
   if (!c->pg) tdb_argerror(L, idx, "connection is closed");
+  if (c->tx)
+    tdb_argerror(L, idx, "connection is inside a transaction: use the transaction's session");
   return c;
 }
 
@@ -317,9 +319,12 @@ static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
   return main;
 }
 
+static PGresult *run_in_tx(lua_State *L, tdb_Conn *c, int id, const char *const *vals);
+
 PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
                   const char *const *vals) {
   int attempt;
+  if (c->tx) return run_in_tx(L, c, id, vals);
   for (attempt = 0; ; attempt++) {
     PGresult *err, *r;
     if (!ensure(L, c)) return NULL;
@@ -341,6 +346,117 @@ PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
     PQclear(err);
     return NULL;
   }
+}
+
+/* ---- explicit transactions: s:transaction and s:batch (session.c) ------ */
+
+static int is_conflict(const PGresult *r) {
+  return has_state(r, "40001") || has_state(r, "40P01");
+}
+
+/* A statement inside s:transaction: the RLS setting is in force already, and
+ * a failure is final (the transaction is aborted; a new connection would not
+ * hold it). */
+static PGresult *run_in_tx(lua_State *L, tdb_Conn *c, int id, const char *const *vals) {
+  PGresult *err = NULL, *r;
+  if (alive(c) && (r = run_once(c, NULL, id, vals, &err)) != NULL) return r;
+  if (is_conflict(err)) c->tx_conflict = 1;
+  push_result_error(L, c, err);
+  PQclear(err);
+  return NULL;
+}
+
+PGresult *tdb_exec(lua_State *L, tdb_Conn *c, const char *sql) {
+  PGresult *r;
+  if (c->tx ? !alive(c) : !ensure(L, c)) {
+    if (c->tx) push_result_error(L, c, NULL);
+    return NULL;
+  }
+  r = PQexec(c->pg, sql);
+  if (r && !result_failed(r)) return r;
+  if (c->tx && is_conflict(r)) c->tx_conflict = 1;
+  push_result_error(L, c, r);
+  PQclear(r);
+  return NULL;
+}
+
+int tdb_run_batch(lua_State *L, tdb_Conn *c, const char *const *head, int nhead,
+                  int n, const int *ids, const char *const *const *vals,
+                  const char *tail, PGresult **res) {
+  /* what[k] for the k-th queued command: a statement index (>= 0), -1 for
+   * head or tail, -2 - id for the prepare of statement id. */
+  int *what, nwhat = 0, i, k = 0, nulls = 0, failed = -1, sent = 0;
+  PGresult *err = NULL;
+  for (i = 0; i < n; i++) res[i] = NULL;
+  if (c->tx ? !alive(c) : !ensure(L, c)) {
+    if (c->tx) push_result_error(L, c, NULL);
+    return n;
+  }
+  what = malloc(sizeof *what * (size_t)(nhead + n + 1 + TDB_NSQL));
+  if (!what) return luaL_error(L, "out of memory");
+  if (!PQenterPipelineMode(c->pg)) goto done;
+  for (i = 0; i < nhead; i++) {
+    if (!PQsendQueryParams(c->pg, head[i], 0, NULL, NULL, NULL, NULL, 0)) goto sync;
+    what[nwhat++] = -1;
+  }
+  for (i = 0; c->prepare && i < n; i++)  /* each statement prepared once */
+    if (!c->prepared[ids[i]]) {
+      if (!PQsendPrepare(c->pg, tdb_sql[ids[i]].name, tdb_sql[ids[i]].text,
+                         tdb_sql[ids[i]].nparams, NULL)) goto sync;
+      c->prepared[ids[i]] = 2;          /* queued: its result decides */
+      what[nwhat++] = -2 - ids[i];
+    }
+  for (i = 0; i < n; i++) {
+    const tdb_Sql *q = &tdb_sql[ids[i]];
+    if (!(c->prepare ? PQsendQueryPrepared(c->pg, q->name, q->nparams, vals[i], NULL, NULL, 0)
+                     : PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals[i], NULL, NULL, 0)))
+      goto sync;
+    what[nwhat++] = i;
+  }
+  if (tail) {
+    if (!PQsendQueryParams(c->pg, tail, 0, NULL, NULL, NULL, NULL, 0)) goto sync;
+    what[nwhat++] = -1;
+  }
+  sent = 1;
+sync:
+  /* As in run_once: always sync and drain, so pipeline mode ends idle. */
+  if (!PQpipelineSync(c->pg)) nwhat = sent = 0;
+  for (;;) {
+    PGresult *r = PQgetResult(c->pg);
+    int w = k < nwhat ? what[k] : -1;
+    if (!r) {
+      if (++nulls > 1) break;
+      k++;
+      continue;
+    }
+    nulls = 0;
+    if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) { PQclear(r); break; }
+    if (w <= -2) c->prepared[-w - 2] = !result_failed(r) || has_state(r, "42P05");
+    if (result_failed(r)) {
+      if (!err && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
+        err = r;
+        failed = w >= 0 ? w : n;
+        continue;
+      }
+    } else if (w >= 0 && !res[w]) {
+      res[w] = r;
+      continue;
+    }
+    PQclear(r);
+  }
+  if (!PQexitPipelineMode(c->pg)) c->broken = 1;
+done:
+  free(what);
+  for (i = 0; i < TDB_NSQL; i++)        /* prepares never answered */
+    if (c->prepared[i] == 2) c->prepared[i] = 0;
+  for (i = 0; i < n && failed < 0; i++) if (!res[i]) failed = n;
+  if (!sent || !alive(c)) failed = failed < 0 ? n : failed;
+  if (failed < 0) return -1;
+  if (c->tx && is_conflict(err)) c->tx_conflict = 1;
+  push_result_error(L, c, err);
+  PQclear(err);
+  for (i = 0; i < n; i++) { PQclear(res[i]); res[i] = NULL; }
+  return failed;
 }
 
 /* ---- decoding --------------------------------------------------------- */

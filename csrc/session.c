@@ -15,6 +15,7 @@ typedef struct tdb_Session {
   tdb_Conn *conn;                      /* kept alive by the uservalue */
   long long user_id;
   char owner[24];                      /* user_id in decimal, for $1 */
+  int tx;                              /* 1: a transaction's session; -1: it ended */
 } tdb_Session;
 
 /* Cursors are MAC'd so that a changed or foreign cursor is refused; they are
@@ -25,6 +26,11 @@ static const unsigned char cursor_key[crypto_generichash_KEYBYTES] = "tododb cur
 static tdb_Session *check_session(lua_State *L, int idx, tdb_Conn **c) {
   tdb_Session *s = luaL_checkudata(L, idx, TDB_SESSION_MT);
   if (!s->conn->pg) tdb_argerror(L, idx, "connection is closed");
+  if (s->conn->tx != s) {              /* no call may slip into a transaction */
+    if (s->tx) tdb_argerror(L, idx, "transaction is over: use it inside its function only");
+    if (s->conn->tx)
+      tdb_argerror(L, idx, "connection is inside a transaction: use the transaction's session");
+  }
   *c = s->conn;
   return s;
 }
@@ -124,6 +130,7 @@ static int session_new(lua_State *L) {
   s = tdb_newudata(L, sizeof *s);
   s->conn = c;
   s->user_id = id;
+  s->tx = 0;
   snprintf(s->owner, sizeof s->owner, "%lld", id);
   luaL_setmetatable(L, TDB_SESSION_MT);
   lua_createtable(L, 1, 0);
@@ -163,6 +170,22 @@ static int session_get(lua_State *L) { return todo_by_id(L, TDB_SQL_TODO_GET); }
 /* s:toggle_todo(id) -> Todo | nil, err */
 static int session_toggle(lua_State *L) { return todo_by_id(L, TDB_SQL_TODO_TOGGLE); }
 
+/* Reads the changes in table t (argument arg) into vals[2..6] of TDB_SQL_TODO_UPDATE (set
+ * to "f", NULL, "f", NULL, NULL by the caller), leaving strings it made on
+ * the stack. 0 ok, 2 with nil, err pushed. */
+static int change_vals(lua_State *L, int arg, int t, const char **vals) {
+  int present;
+  lua_getfield(L, t, "title");
+  if (!lua_isnil(L, -1)) {             /* a title change */
+    if ((vals[3] = push_title(L, arg, t)) == NULL) return 2;
+    vals[2] = "t";
+  }
+  if (read_description(L, arg, t, &vals[5], &present)) return 2;
+  if (present) vals[4] = "t";
+  vals[6] = read_bool(L, arg, t, "completed");
+  return 0;
+}
+
 /* s:update_todo(id, { title =, description =, completed = }) -> Todo | nil, err
  * description = "" or tododb.null clears it. */
 static int session_update(lua_State *L) {
@@ -170,7 +193,7 @@ static int session_update(lua_State *L) {
   tdb_Session *s = check_session(L, 1, &c);
   char id[24];
   const char *vals[7] = { s->owner, id, "f", NULL, "f", NULL, NULL };
-  int present, any = 0;
+  int any = 0;
   luaL_checktype(L, 3, LUA_TTABLE);
   lua_pushnil(L);
   while (lua_next(L, 3)) {
@@ -183,14 +206,7 @@ static int session_update(lua_State *L) {
   }
   if (read_id(L, 2, id)) return 2;
   if (!any) return tdb_push_error(L, "invalid", NULL, NULL, "nothing to update");
-  lua_getfield(L, 3, "title");
-  if (!lua_isnil(L, -1)) {             /* a title change */
-    if ((vals[3] = push_title(L, 3, 3)) == NULL) return 2;
-    vals[2] = "t";
-  }
-  if (read_description(L, 3, 3, &vals[5], &present)) return 2;
-  if (present) vals[4] = "t";
-  vals[6] = read_bool(L, 3, 3, "completed");
+  if (change_vals(L, 3, 3, vals)) return 2;
   return one_todo(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_UPDATE, vals));
 }
 
@@ -449,6 +465,299 @@ static int session_create_many(lua_State *L) {
   return touched(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_INSERT_MANY, vals));
 }
 
+/* ---- transactions and batches ------------------------------------------- */
+
+#define RETRIES_MAX 100
+#define BATCH_MAX 1000
+
+static int conflict_state(const char *st) {
+  return st && (!strcmp(st, "40001") || !strcmp(st, "40P01"));
+}
+
+/* Is the value at idx an error whose sqlstate is a serialization failure or
+ * a deadlock? */
+static int is_conflict(lua_State *L, int idx) {
+  int yes = 0;
+  if (lua_istable(L, idx)) {
+    lua_getfield(L, idx, "sqlstate");
+    yes = lua_type(L, -1) == LUA_TSTRING && conflict_state(lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+  return yes;
+}
+
+/* Runs transaction-control text; 1 ok, 0 with nil, err pushed. */
+static int tx_exec(lua_State *L, tdb_Conn *c, const char *sql) {
+  PGresult *r;
+  if (!c->pg) {
+    tdb_push_error(L, "unavailable", NULL, NULL, "connection was closed in the transaction");
+    return 0;
+  }
+  if ((r = tdb_exec(L, c, sql)) == NULL) return 0;
+  PQclear(r);
+  return 1;
+}
+
+/* COMMIT: 1 ok, 0 with nil, err pushed, also when the server rolled back
+ * instead (a statement had failed and fn went on regardless). */
+static int tx_commit(lua_State *L, tdb_Conn *c) {
+  PGresult *r;
+  int committed;
+  if (!c->pg) return tx_exec(L, c, NULL);
+  if ((r = tdb_exec(L, c, tdb_tx_sql[TDB_TX_COMMIT])) == NULL) return 0;
+  committed = !strcmp(PQcmdStatus(r), "COMMIT");
+  PQclear(r);
+  if (committed) return 1;
+  tdb_push_error(L, "internal", NULL, "25P02", "transaction rolled back: a statement in it "
+                 "failed and the function went on");
+  return 0;
+}
+
+/* Ends the transaction: rolls back (or back to the savepoint) unless it was
+ * committed; a rollback that fails leaves the connection to be re-made. */
+static void tx_abort(lua_State *L, tdb_Conn *c, int nested) {
+  if (c->pg && !tx_exec(L, c, tdb_tx_sql[nested ? TDB_TX_ROLLBACK_TO : TDB_TX_ROLLBACK])) {
+    lua_pop(L, 2);
+    c->broken = 1;
+  }
+}
+
+/* After fn ran under lua_pcall (status st) with results from base to the top:
+ * 1 to commit, 0 to roll back (raised, or returned nil|false, err). */
+static int fn_succeeded(lua_State *L, int st, int base) {
+  if (st != LUA_OK) return 0;
+  return lua_gettop(L) < base + 1 || lua_toboolean(L, base) || lua_isnoneornil(L, base + 1);
+}
+
+/* Returns what fn left from base: its results after a commit (true when it
+ * returned nothing), nil, err after a rollback; re-raises what it raised. */
+static int tx_return(lua_State *L, int st, int base) {
+  if (st != LUA_OK) return lua_error(L);
+  if (lua_gettop(L) < base) { lua_pushboolean(L, 1); return 1; }
+  return lua_gettop(L) - base + 1;
+}
+
+/* tx:transaction(fn): a savepoint inside the open transaction. */
+static int savepoint(lua_State *L, tdb_Conn *c) {
+  int st, ok;
+  if (!tx_exec(L, c, tdb_tx_sql[TDB_TX_SAVEPOINT])) return 2;
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 1);
+  st = lua_pcall(L, 1, LUA_MULTRET, 0);
+  ok = fn_succeeded(L, st, 4);
+  if (ok && !tx_exec(L, c, tdb_tx_sql[TDB_TX_RELEASE])) return 2;
+  if (!ok) tx_abort(L, c, 1);
+  return tx_return(L, st, 4);
+}
+
+/* Reads opts at 3: *retries and the BEGIN text. Raises on misuse; 0 ok,
+ * 2 with nil, err pushed for a bad value. */
+static int tx_options(lua_State *L, int nested, long long *retries, const char **begin) {
+  *retries = 0;
+  *begin = tdb_tx_sql[TDB_TX_BEGIN];
+  if (lua_isnoneornil(L, 3)) return 0;
+  luaL_checktype(L, 3, LUA_TTABLE);
+  lua_pushnil(L);
+  while (lua_next(L, 3)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    if (strcmp(k, "retries") && strcmp(k, "isolation"))
+      tdb_argerror(L, 3, "unknown option '%s'",
+                   lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2));
+    if (nested) tdb_argerror(L, 3, "options apply to the outermost transaction only");
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, 3, "retries");
+  check_type(L, 3, -1, LUA_TNUMBER, "retries", 0);
+  if (!lua_isnil(L, -1) && (tdb_to_int64(L, -1, retries) != 1 || *retries < 0
+                            || *retries > RETRIES_MAX))
+    return tdb_push_error(L, "invalid", "retries", NULL,
+                          "retries must be an integer from 0 to %d", RETRIES_MAX);
+  lua_getfield(L, 3, "isolation");
+  check_type(L, 3, -1, LUA_TSTRING, "isolation", 0);
+  if (lua_isstring(L, -1)) {
+    const char *v = lua_tostring(L, -1);
+    if (!strcmp(v, "repeatable read")) *begin = tdb_tx_sql[TDB_TX_BEGIN_RR];
+    else if (!strcmp(v, "serializable")) *begin = tdb_tx_sql[TDB_TX_BEGIN_SER];
+    else if (strcmp(v, "read committed"))
+      return tdb_push_error(L, "invalid", "isolation", NULL, "isolation must be "
+                            "\"read committed\", \"repeatable read\" or \"serializable\"");
+  }
+  lua_pop(L, 2);
+  return 0;
+}
+
+/* s:transaction(fn [, { retries =, isolation = }]) -> fn's results | nil, err
+ * fn(tx) runs inside BEGIN … COMMIT with the row-level security setting in
+ * force throughout; tx has the session's methods. Raising or returning
+ * nil, err rolls back. A conflict (40001, 40P01) reruns fn up to `retries`
+ * times. Inside fn, tx:transaction(fn2) is a savepoint. */
+static int session_transaction(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c), *tx;
+  long long retries, attempt;
+  const char *begin;
+  char setup[128];
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  if (tx_options(L, s->tx, &retries, &begin)) return 2;
+  lua_settop(L, 3);
+  if (s->tx) return savepoint(L, c);
+  snprintf(setup, sizeof setup, "%s; ", begin);
+  snprintf(setup + strlen(setup), sizeof setup - strlen(setup), tdb_tx_sql[TDB_TX_SET_USER],
+           s->user_id);
+  for (attempt = 0; ; attempt++) {
+    int st, ok, retry, nres;
+    if (!tx_exec(L, c, setup)) return 2;
+    tx = tdb_newudata(L, sizeof *tx);   /* at 4: the transaction's session */
+    *tx = *s;
+    tx->tx = 1;
+    luaL_setmetatable(L, TDB_SESSION_MT);
+    tdb_getuservalue(L, 1);             /* keeps the connection alive */
+    tdb_setuservalue(L, 4);
+    c->tx = tx;
+    c->tx_conflict = 0;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, 4);
+    st = lua_pcall(L, 1, LUA_MULTRET, 0);
+    ok = fn_succeeded(L, st, 5);
+    if (ok) {
+      if (tx_commit(L, c)) {
+        c->tx = NULL;
+        tx->tx = -1;
+        return tx_return(L, st, 5);
+      }
+      retry = is_conflict(L, -1);       /* COMMIT's nil, err is the answer */
+      nres = 2;
+      if (c->pg && PQtransactionStatus(c->pg) != PQTRANS_IDLE) tx_abort(L, c, 0);
+    } else {
+      tx_abort(L, c, 0);
+      retry = is_conflict(L, st == LUA_OK ? 6 : 5);
+      nres = st == LUA_OK ? lua_gettop(L) - 4 : -1;
+    }
+    c->tx = NULL;
+    tx->tx = -1;
+    if (!(retry || c->tx_conflict) || attempt >= retries || !c->pg)
+      return nres < 0 ? lua_error(L) : nres;
+    lua_settop(L, 3);                   /* a conflict: run fn again */
+  }
+}
+
+enum { OP_CREATE, OP_UPDATE, OP_TOGGLE, OP_DELETE, OP_GET };
+static const char *const op_names[] = { "create", "update", "toggle", "delete", "get", NULL };
+/* The statements of a batch fail on the server when the todo is missing. */
+static const int op_stmt[] = { TDB_SQL_TODO_INSERT, TDB_SQL_TODO_UPDATE_MUST,
+                               TDB_SQL_TODO_TOGGLE_MUST, TDB_SQL_TODO_DELETE_MUST,
+                               TDB_SQL_TODO_GET_MUST };
+
+/* Raises unless every key of operation t (item i) is one its op takes. */
+static void check_op_keys(lua_State *L, int t, int i, int op) {
+  lua_pushnil(L);
+  while (lua_next(L, t)) {
+    const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+    int known = !strcmp(k, "op") || (op != OP_CREATE && !strcmp(k, "id"))
+      || ((op == OP_CREATE || op == OP_UPDATE)
+          && (!strcmp(k, "title") || !strcmp(k, "description") || !strcmp(k, "completed")));
+    if (!known)
+      tdb_argerror(L, 2, "item %d: unknown field '%s' for op '%s'", i,
+                   lua_type(L, -2) == LUA_TSTRING ? k : luaL_typename(L, -2), op_names[op]);
+    lua_pop(L, 1);
+  }
+}
+
+/* Reads item i (table at t) into the parameters v of statement *id, leaving
+ * the strings it made on the stack. 0 ok, 2 with nil, err pushed. */
+static int batch_item(lua_State *L, tdb_Session *s, int t, int i, int *id, const char **v) {
+  int op, present;
+  char buf[24];
+  if (!lua_istable(L, t) || lua_getmetatable(L, t))
+    tdb_argerror(L, 2, "item %d must be a plain table", i);
+  lua_getfield(L, t, "op");
+  if (lua_type(L, -1) != LUA_TSTRING)
+    tdb_argerror(L, 2, "item %d: op must be a string, got %s", i, luaL_typename(L, -1));
+  for (op = 0; op_names[op] && strcmp(op_names[op], lua_tostring(L, -1)); op++) {}
+  if (!op_names[op])
+    return tdb_push_error(L, "invalid", "op", NULL,
+                          "op must be \"create\", \"update\", \"toggle\", \"delete\" or \"get\"");
+  check_op_keys(L, t, i, op);
+  *id = op_stmt[op];
+  v[0] = s->owner;
+  if (op == OP_CREATE) {
+    if ((v[1] = push_title(L, 2, t)) == NULL || read_description(L, 2, t, &v[2], &present))
+      return 2;
+    v[3] = read_bool(L, 2, t, "completed");
+    return 0;
+  }
+  lua_getfield(L, t, "id");
+  if (lua_isnil(L, -1)) return tdb_push_error(L, "invalid", "id", NULL, "id is required");
+  if (read_id(L, lua_gettop(L), buf)) return 2;
+  lua_pushstring(L, buf);               /* stays on the stack until sent */
+  v[1] = lua_tostring(L, -1);
+  if (op != OP_UPDATE) return 0;
+  lua_getfield(L, t, "title");
+  lua_getfield(L, t, "description");
+  lua_getfield(L, t, "completed");
+  if (lua_isnil(L, -1) && lua_isnil(L, -2) && lua_isnil(L, -3))
+    return tdb_push_error(L, "invalid", NULL, NULL, "nothing to update");
+  v[2] = "f"; v[3] = NULL; v[4] = "f"; v[5] = v[6] = NULL;
+  return change_vals(L, 2, t, v);
+}
+
+/* s:batch{ {op = "create", title =, …}, {op = "update", id =, title =, …},
+ *          {op = "toggle" | "delete" | "get", id =}, … } -> { result… } | nil, err
+ * One round trip, one transaction: every operation or none. Results are in
+ * order: a Todo, or true for a delete. err.index names the failing item. */
+static int session_batch(lua_State *L) {
+  tdb_Conn *c;
+  tdb_Session *s = check_session(L, 1, &c);
+  const char *head[2], *(*vals)[7], ***pv;
+  int n, i, *ids, failed;
+  PGresult **res;
+  char setuser[64];
+  luaL_checktype(L, 2, LUA_TTABLE);
+  n = (int)tdb_rawlen(L, 2);
+  lua_settop(L, 2);
+  if (n > BATCH_MAX)
+    return tdb_push_error(L, "invalid", NULL, NULL, "a batch holds at most %d operations",
+                          BATCH_MAX);
+  if (n == 0) { lua_newtable(L); return 1; }
+  ids = lua_newuserdata(L, sizeof *ids * (size_t)n);
+  vals = lua_newuserdata(L, sizeof *vals * (size_t)n);
+  pv = lua_newuserdata(L, sizeof *pv * (size_t)n);
+  res = lua_newuserdata(L, sizeof *res * (size_t)n);
+  for (i = 0; i < n; i++) {             /* validate everything first */
+    luaL_checkstack(L, 8, "batch too large");
+    lua_rawgeti(L, 2, i + 1);
+    if (batch_item(L, s, lua_gettop(L), i + 1, &ids[i], vals[i])) return item_error(L, i + 1);
+    pv[i] = vals[i];
+  }
+  if (s->tx) head[0] = tdb_tx_sql[TDB_TX_SAVEPOINT];
+  else {
+    snprintf(setuser, sizeof setuser, tdb_tx_sql[TDB_TX_SET_USER], s->user_id);
+    head[0] = tdb_tx_sql[TDB_TX_BEGIN];
+    head[1] = setuser;
+  }
+  failed = tdb_run_batch(L, c, head, s->tx ? 1 : 2, n, ids, (const char *const *const *)pv,
+                         tdb_tx_sql[s->tx ? TDB_TX_RELEASE : TDB_TX_COMMIT], res);
+  if (failed >= 0) {                    /* nil, err on the stack */
+    if (failed < n && ids[failed] != TDB_SQL_TODO_INSERT) {
+      lua_getfield(L, -1, "sqlstate");  /* the statement found no todo */
+      if (lua_isstring(L, -1) && !strcmp(lua_tostring(L, -1), "22012")) {
+        lua_pop(L, 3);
+        not_found(L);
+      } else lua_pop(L, 1);
+    }
+    if (c->pg && PQtransactionStatus(c->pg) != PQTRANS_IDLE) tx_abort(L, c, s->tx);
+    return failed < n ? item_error(L, failed + 1) : 2;
+  }
+  lua_createtable(L, n, 0);
+  for (i = 0; i < n; i++) {
+    if (ids[i] == TDB_SQL_TODO_DELETE_MUST) lua_pushboolean(L, 1);
+    else tdb_push_todo(L, res[i], 0);
+    lua_rawseti(L, -2, i + 1);
+  }
+  for (i = 0; i < n; i++) PQclear(res[i]);
+  return 1;
+}
+
 /* s.user_id, s:method(...) */
 static int session_index(lua_State *L) {
   tdb_Session *s = luaL_checkudata(L, 1, TDB_SESSION_MT);
@@ -481,6 +790,8 @@ static const luaL_Reg session_methods[] = {
   { "count_todos", session_count },
   { "complete_all", session_complete_all },
   { "delete_completed", session_delete_completed },
+  { "transaction", session_transaction },
+  { "batch", session_batch },
   { NULL, NULL }
 };
 

@@ -13,6 +13,23 @@
   " AND ($3::text IS NULL OR title ILIKE $3)" extra \
   " ORDER BY id " dir " LIMIT $4"
 
+#define TODO_GET "SELECT " TODO_COLS " FROM todos WHERE user_id = $1 AND id = $2"
+/* $3/$5 say whether title/description change; $7 NULL keeps completed. */
+#define TODO_UPDATE \
+  "UPDATE todos SET title = CASE WHEN $3::bool THEN $4::text ELSE title END," \
+  " description = CASE WHEN $5::bool THEN $6::text ELSE description END," \
+  " completed = coalesce($7::bool, completed)" \
+  " WHERE user_id = $1 AND id = $2 RETURNING " TODO_COLS
+#define TODO_TOGGLE \
+  "UPDATE todos SET completed = NOT completed WHERE user_id = $1 AND id = $2" \
+  " RETURNING " TODO_COLS
+#define TODO_DELETE "DELETE FROM todos WHERE user_id = $1 AND id = $2"
+/* s:batch: the same statement, failing (division by zero, 22012) when it
+ * finds no todo, so that the batch's transaction aborts on the server. The
+ * join uses must.n: an unused column would be optimised away, error and all. */
+#define MUST(stmt) "WITH t AS (" stmt ") SELECT t.* FROM" \
+  " (SELECT 1 / count(*) FROM t) AS must(n) LEFT JOIN t ON must.n = 1"
+
 const tdb_Sql tdb_sql[TDB_NSQL] = {
   [TDB_SQL_SET_USER] = { "tdb_set_user",
     "SELECT set_config('tododb.user_id', $1, true)", 1, 1 },
@@ -50,19 +67,10 @@ const tdb_Sql tdb_sql[TDB_NSQL] = {
     "INSERT INTO todos (user_id, title, description, completed)"
     " SELECT $1, t, d, coalesce(c, false)"
     " FROM unnest($2::text[], $3::text[], $4::bool[]) AS u(t, d, c)", 4, 0 },
-  [TDB_SQL_TODO_GET] = { "tdb_todo_get",
-    "SELECT " TODO_COLS " FROM todos WHERE user_id = $1 AND id = $2", 2, 1 },
-  /* $3/$5 say whether title/description change; $7 NULL keeps completed. */
-  [TDB_SQL_TODO_UPDATE] = { "tdb_todo_update",
-    "UPDATE todos SET title = CASE WHEN $3::bool THEN $4::text ELSE title END,"
-    " description = CASE WHEN $5::bool THEN $6::text ELSE description END,"
-    " completed = coalesce($7::bool, completed)"
-    " WHERE user_id = $1 AND id = $2 RETURNING " TODO_COLS, 7, 0 },
-  [TDB_SQL_TODO_TOGGLE] = { "tdb_todo_toggle",
-    "UPDATE todos SET completed = NOT completed WHERE user_id = $1 AND id = $2"
-    " RETURNING " TODO_COLS, 2, 0 },
-  [TDB_SQL_TODO_DELETE] = { "tdb_todo_delete",
-    "DELETE FROM todos WHERE user_id = $1 AND id = $2", 2, 0 },
+  [TDB_SQL_TODO_GET] = { "tdb_todo_get", TODO_GET, 2, 1 },
+  [TDB_SQL_TODO_UPDATE] = { "tdb_todo_update", TODO_UPDATE, 7, 0 },
+  [TDB_SQL_TODO_TOGGLE] = { "tdb_todo_toggle", TODO_TOGGLE, 2, 0 },
+  [TDB_SQL_TODO_DELETE] = { "tdb_todo_delete", TODO_DELETE, 2, 0 },
   [TDB_SQL_TODO_LIST_NEW] = { "tdb_todo_list_new", LIST("DESC", "<", ""), 4, 1 },
   [TDB_SQL_TODO_LIST_OLD] = { "tdb_todo_list_old", LIST("ASC", ">", ""), 4, 1 },
   [TDB_SQL_TODO_LIST_NEW_F] = { "tdb_todo_list_new_f",
@@ -93,4 +101,21 @@ const tdb_Sql tdb_sql[TDB_NSQL] = {
     "INSERT INTO user_identities (issuer, subject, user_id) VALUES ($1, $2, $3)", 3, 0 },
   [TDB_SQL_IDENT_UNLINK] = { "tdb_ident_unlink",
     "DELETE FROM user_identities WHERE issuer = $1 AND subject = $2 AND user_id = $3", 3, 0 },
+  [TDB_SQL_TODO_GET_MUST] = { "tdb_todo_get_must", MUST(TODO_GET), 2, 0 },
+  [TDB_SQL_TODO_UPDATE_MUST] = { "tdb_todo_update_must", MUST(TODO_UPDATE), 7, 0 },
+  [TDB_SQL_TODO_TOGGLE_MUST] = { "tdb_todo_toggle_must", MUST(TODO_TOGGLE), 2, 0 },
+  [TDB_SQL_TODO_DELETE_MUST] = { "tdb_todo_delete_must",
+    MUST(TODO_DELETE " RETURNING id"), 2, 0 },
+};
+
+const char *const tdb_tx_sql[TDB_NTX] = {
+  [TDB_TX_BEGIN] = "BEGIN ISOLATION LEVEL READ COMMITTED",
+  [TDB_TX_BEGIN_RR] = "BEGIN ISOLATION LEVEL REPEATABLE READ",
+  [TDB_TX_BEGIN_SER] = "BEGIN ISOLATION LEVEL SERIALIZABLE",
+  [TDB_TX_SET_USER] = "SET LOCAL tododb.user_id = '%lld'",
+  [TDB_TX_COMMIT] = "COMMIT",
+  [TDB_TX_ROLLBACK] = "ROLLBACK",
+  [TDB_TX_SAVEPOINT] = "SAVEPOINT tdb_sp",
+  [TDB_TX_RELEASE] = "RELEASE SAVEPOINT tdb_sp",
+  [TDB_TX_ROLLBACK_TO] = "ROLLBACK TO SAVEPOINT tdb_sp; RELEASE SAVEPOINT tdb_sp",
 };

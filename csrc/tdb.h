@@ -62,9 +62,21 @@ enum {
   TDB_SQL_TODO_COUNT, TDB_SQL_TODO_COMPLETE_ALL, TDB_SQL_TODO_DELETE_DONE,
   /* external identities (identity.c) */
   TDB_SQL_IDENT_USER, TDB_SQL_IDENT_CREATE, TDB_SQL_IDENT_LINK, TDB_SQL_IDENT_UNLINK,
+  TDB_SQL_TODO_GET_MUST, TDB_SQL_TODO_UPDATE_MUST, TDB_SQL_TODO_TOGGLE_MUST,
+  TDB_SQL_TODO_DELETE_MUST,
   TDB_NSQL
 };
 extern const tdb_Sql tdb_sql[TDB_NSQL];
+
+/* Transaction control (s:transaction, s:batch): plain text, no parameters.
+ * TDB_TX_SET_USER is a format for the user id as a C-formatted int8: SET
+ * takes no parameters, and only SET LOCAL reaches Citus workers. */
+enum {
+  TDB_TX_BEGIN, TDB_TX_BEGIN_RR, TDB_TX_BEGIN_SER, TDB_TX_SET_USER,
+  TDB_TX_COMMIT, TDB_TX_ROLLBACK, TDB_TX_SAVEPOINT, TDB_TX_RELEASE,
+  TDB_TX_ROLLBACK_TO, TDB_NTX
+};
+extern const char *const tdb_tx_sql[TDB_NTX];
 
 /* connect.c: opening a connection ------------------------------------ */
 typedef struct tdb_ConnectError {
@@ -91,6 +103,11 @@ typedef struct tdb_Conn {
   int nadhoc;                   /* named ad-hoc statements so far */
   unsigned generation;          /* bumped whenever prepared statements are lost */
   int broken;                   /* reconnect before the next statement */
+  /* s:transaction: the Session of the transaction open on this connection,
+   * or NULL. While set, the runner adds no RLS setting (it is in force),
+   * never reconnects or retries, and notes conflicts in tx_conflict. */
+  const void *tx;
+  int tx_conflict;              /* a statement in it failed with 40001/40P01 */
   char dummy_hash[128];         /* crypto_pwhash_STRBYTES, made on first use */
 } tdb_Conn;
 
@@ -102,6 +119,19 @@ tdb_Conn *tdb_check_conn(lua_State *L, int idx);
  * clears; on failure pushes nil, err and returns NULL. */
 PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
                   const char *const *vals);
+/* Explicit transactions (session.c's s:transaction and s:batch). */
+/* Runs sql with the simple protocol (several statements allowed) and returns
+ * the last result (the caller clears it); NULL with nil, err pushed. Inside a
+ * transaction a lost connection is an error, never a silent reconnect. */
+PGresult *tdb_exec(lua_State *L, tdb_Conn *c, const char *sql);
+/* One pipeline, one round trip: the parameterless statements head[0..nhead),
+ * statements ids[i] with vals[i] (i < n), tail (or NULL), then sync. res[i]
+ * gets statement i's result (the caller clears each). Returns -1 when all
+ * ran; else pushes nil, err and returns the index of the first statement
+ * that failed (n when it was head, tail or the connection). */
+int tdb_run_batch(lua_State *L, tdb_Conn *c, const char *const *head, int nhead,
+                  int n, const int *ids, const char *const *const *vals,
+                  const char *tail, PGresult **res);
 /* Builds the Connection class from conn.c's methods and these lists, and
  * sets tododb.core.Connection to its method table (where Lua adds more). */
 void tdb_conn_open(lua_State *L);

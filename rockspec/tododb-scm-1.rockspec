@@ -53,6 +53,7 @@ build = {
     ["tododb.migrate"] = "lua/tododb/migrate.lua",
     ["tododb.cli"] = "lua/tododb/cli.lua",
     ["tododb.nginx"] = "lua/tododb/nginx.lua",
+    ["tododb.testing"] = "lua/tododb/testing.lua",
   },
   install = {
     -- Next to migrate.lua, which finds its migrations relative to itself.

@@ -636,6 +636,88 @@ for _, mode in ipairs { "thread", "worker" } do
       end)
     end)
 
+    describe("PATCH /api/todos (a batch)", function()
+      local function patch(u, body) return req("PATCH", "/api/todos", { token = u.token, json = body }) end
+
+      -- Reads are retried after a lost connection: they repair the pool's
+      -- connections that an earlier spec killed, so writes here meet live ones.
+      setup(function()
+        for _ = 1, 24 do req("GET", "/api/todos", { token = alice.token }) end
+      end)
+
+      it("applies every change in order and answers one result each", function()
+        local a = create(alice, { title = "batch a" })
+        local b = create(alice, { title = "batch b", description = "d" })
+        local r = patch(alice, { ops = {
+          { op = "create", title = "batch new", completed = true },
+          { op = "update", id = a.id, title = "batch a2" },
+          { op = "toggle", id = b.id },
+          { op = "update", id = b.id, description = null },
+          { op = "get", id = a.id },
+          { op = "delete", id = a.id },
+        } })
+        assert.equal(200, r.status, r.body)
+        local res = r.json.results
+        assert.equal(6, #res)
+        assert.equal("batch new", res[1].title)
+        assert.is_true(res[1].completed)
+        assert.equal("batch a2", res[2].title)
+        assert.is_true(res[3].completed)
+        assert.equal(null, res[4].description)
+        assert.equal(a.id, res[5].id)
+        assert.same({ id = a.id, deleted = true }, res[6])
+        assert.equal(404, req("GET", "/api/todos/" .. id_text(a.id), { token = alice.token }).status)
+      end)
+
+      it("changes nothing when one operation fails, and names it", function()
+        local t = create(alice, { title = "batch keep" })
+        local theirs = create(bob, { title = "bob's batch" })
+        local r = patch(alice, { ops = {
+          { op = "update", id = t.id, title = "batch changed" },
+          { op = "delete", id = theirs.id + 100000 },
+        } })
+        assert_error(r, 404, "not_found")
+        assert.equal(2, r.json.error.index)
+        local got = req("GET", "/api/todos/" .. id_text(t.id), { token = alice.token })
+        assert.equal("batch keep", got.json.title)
+        r = patch(alice, { ops = { { op = "toggle", id = t.id }, { op = "create", title = "   " } } })
+        assert_error(r, 422, "invalid", "title")
+        assert.equal(2, r.json.error.index)
+        r = patch(bob, { ops = { { op = "get", id = t.id + 100000 } } })
+        assert_error(r, 404, "not_found")
+        assert.equal("bob's batch", req("GET", "/api/todos/" .. id_text(theirs.id),
+                                        { token = bob.token }).json.title)
+      end)
+
+      it("refuses malformed batches with 422 naming the operation", function()
+        local function bad(body, field, index)
+          local r = patch(alice, body)
+          assert_error(r, 422, "invalid", field)
+          assert.equal(index, r.json.error.index)
+        end
+        bad({ ops = {} }, "ops")
+        bad({ ops = "toggle" }, "ops")
+        bad({ ops = { { op = "toggle", id = 1 } }, extra = 1 }, "extra")
+        bad({ ops = { { op = "rename", id = 1 } } }, "op", 1)
+        bad({ ops = { { op = "toggle", id = 1 }, { op = "toggle" } } }, "id", 2)
+        bad({ ops = { { op = "toggle", id = 1.5 } } }, "id", 1)
+        bad({ ops = { { op = "create", title = 5 } } }, "title", 1)
+        bad({ ops = { { op = "create", title = "x", id = 3 } } }, "id", 1)
+        bad({ ops = { { op = "get", id = 1, title = "x" } } }, "title", 1)
+        local many = {}
+        for i = 1, 101 do many[i] = { op = "create", title = "t" .. i } end
+        bad({ ops = many }, "ops")
+        assert_error(req("PATCH", "/api/todos", { json = { ops = { { op = "get", id = 1 } } } }),
+                     401, "unauthorized")
+      end)
+
+      it("refuses a body over the size limit with 413", function()
+        local big = {}
+        for i = 1, 100 do big[i] = { op = "create", title = ("x"):rep(190) .. i } end
+        assert_error(patch(alice, { ops = big }), 413, "too_large")
+      end)
+    end)
+
     it("leaves no [error], [crit] or [alert] lines in the error log", function()
       assert_clean_log(server)
     end)

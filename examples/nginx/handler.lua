@@ -10,6 +10,8 @@
 --   DELETE /api/todos/{id}                                      -> 204
 --   POST   /api/todos/complete-all                              -> {updated}
 --   DELETE /api/todos?completed=true                            -> {deleted}
+--   PATCH  /api/todos                  {ops: [{op, id?, title?, description?, completed?}, …]}
+--                                      -> {results: [todo | {id, deleted: true}, …]}, all or none
 --
 -- Todo routes need `Authorization: Bearer <token>`. Every error is
 -- {"error":{"code","message","field","request_id"}}: invalid 422 (400 for a
@@ -19,12 +21,14 @@
 -- header. Messages never carry database or server text; the details go to
 -- the error log under the request id: expected failures (and why a token was
 -- refused) at info level, an unavailable database at warn, real faults at error.
+-- A PATCH /api/todos error names the failing operation in error.index (1-based).
 local cjson = require("cjson").new()
 local tododb = require "tododb"
 local tnginx = require "tododb.nginx"
 
 local H = {
   max_body = 16 * 1024,       -- bytes of JSON a request may carry
+  max_ops = 100,              -- operations in one PATCH /api/todos
 }
 
 cjson.decode_invalid_numbers(false)
@@ -89,9 +93,9 @@ local STATUS = {
   unavailable = 503, internal = 500,
 }
 
--- An error answer: status, body.
-local function fail(status, code, message, field)
-  return status, { error = { code = code, message = message, field = field or null } }
+-- An error answer: status, body (index: the failing operation of a batch).
+local function fail(status, code, message, field, index)
+  return status, { error = { code = code, message = message, field = field or null, index = index } }
 end
 
 -- nginx's $request_id, read once: an unindexed variable is computed anew
@@ -118,7 +122,7 @@ local function db_fail(res)
   elseif res.detail then
     log(ngx.INFO, tostring(e.code), ": ", tostring(res.detail))
   end
-  return fail(status, e.code, e.message, e.field)
+  return fail(status, e.code, e.message, e.field, e.index)
 end
 
 -- Every answer carries the request id (X-Request-Id, and request_id in an
@@ -357,13 +361,73 @@ function routes.delete_completed(uid)
   return 200, { deleted = n }
 end
 
+-- The operations of a batch, checked: list | nil, status, body.
+local OP_FIELDS = {
+  create = { title = "string", description = "string?", completed = "boolean" },
+  update = { id = "id", title = "string", description = "string?", completed = "boolean" },
+  toggle = { id = "id" }, delete = { id = "id" }, get = { id = "id" },
+}
+
+local function batch_ops(obj)
+  for k in pairs(obj) do
+    if k ~= "ops" then return nil, fail(422, "invalid", "unknown field '" .. k .. "'", k) end
+  end
+  local list, n = obj.ops, 0
+  if type(list) ~= "table" then return nil, fail(422, "invalid", "ops must be an array", "ops") end
+  for k in pairs(list) do
+    if type(k) ~= "number" then return nil, fail(422, "invalid", "ops must be an array", "ops") end
+    n = n + 1
+  end
+  if n == 0 or n ~= #list then return nil, fail(422, "invalid", "ops must be a non-empty array", "ops") end
+  if n > H.max_ops then
+    return nil, fail(422, "invalid", "at most " .. H.max_ops .. " operations", "ops")
+  end
+  local out = {}
+  for i, op in ipairs(list) do
+    local spec = type(op) == "table" and OP_FIELDS[op.op]
+    if not spec then
+      return nil, fail(422, "invalid", "op must be create, update, toggle, delete or get", "op", i)
+    end
+    local t = {}
+    for k, v in pairs(op) do if k ~= "op" and k ~= "id" then t[k] = v end end
+    local st, body = check_fields(t, spec)
+    if st then
+      body.error.index = i
+      return nil, st, body
+    end
+    if spec.id and (type(op.id) ~= "number" or op.id ~= math.floor(op.id)) then
+      return nil, fail(422, "invalid", "id must be an integer", "id", i)
+    elseif not spec.id and op.id ~= nil then
+      return nil, fail(422, "invalid", "unknown field 'id'", "id", i)
+    end
+    t.op, t.id = op.op, op.id
+    if t.description == null then t.description = "" end   -- "" clears, like null
+    out[i] = t
+  end
+  return out
+end
+
+-- PATCH /api/todos: several changes in one round trip, all or none.
+function routes.batch(uid)
+  local obj, st, body = read_json()
+  if not obj then return st, body end
+  local list
+  list, st, body = batch_ops(obj)
+  if not list then return st, body end
+  local results
+  results, st, body = call("batch", { user_id = uid, ops = list })
+  if not results then return st, body end
+  for i, r in ipairs(results) do results[i] = r.deleted and { id = int(r.id), deleted = true } or todo_json(r) end
+  return 200, { results = array(results) }
+end
+
 -- path -> { METHOD = { route, needs_auth } }, plus the id of /api/todos/{id}.
 local function match(path)
   if path == "/api/users" then return { POST = { routes.register } } end
   if path == "/api/tokens" then return { POST = { routes.token } } end
   if path == "/api/todos" then
     return { GET = { routes.list, true }, POST = { routes.create, true },
-             DELETE = { routes.delete_completed, true } }
+             DELETE = { routes.delete_completed, true }, PATCH = { routes.batch, true } }
   end
   if path == "/api/todos/complete-all" then return { POST = { routes.complete_all, true } } end
   local id = path:match "^/api/todos/(%d+)$"

@@ -110,13 +110,14 @@ local GENERIC = {
   unauthorized = "unauthorized",
 }
 
--- tododb.nginx.failure(err [, context]) -> { ok = false, error = { code =, message =, field = }, detail = }
+-- tododb.nginx.failure(err [, context]) -> { ok = false, error = { code =, message =, field =, index = }, detail = }
 -- err: a tododb error (or a table like one); anything else (a Lua error
 -- message) is internal. context prefixes the detail.
 function M.failure(err, context)
-  local code, message, field, sqlstate, detail
+  local code, message, field, sqlstate, detail, index
   if type(err) == "table" or type(err) == "userdata" then
     code, message, field, sqlstate, detail = err.code, err.message, err.field, err.sqlstate, err.detail
+    index = err.index                   -- the failing operation of a batch
   end
   code = GENERIC[code] and code or "internal"
   message = tostring(message or err)
@@ -126,7 +127,8 @@ function M.failure(err, context)
     message = GENERIC[code]
   end
   if context and detail then detail = context .. ": " .. detail end
-  return { ok = false, error = { code = code, message = message, field = field }, detail = detail }
+  return { ok = false, error = { code = code, message = message, field = field, index = index },
+           detail = detail }
 end
 
 -- Operations ----------------------------------------------------------------
@@ -205,6 +207,15 @@ ops.toggle = session_op(function(s, a) return plain(s:toggle_todo(a.id)) end)
 
 -- delete{ user_id =, id = } -> true
 ops.delete = session_op(function(s, a) return s:delete_todo(a.id) end)
+
+-- batch{ user_id =, ops = { {op =, id =, title =, …}, … } }
+--   -> { todo | { id =, deleted = true }, … }, all or none (s:batch)
+ops.batch = session_op(function(s, a)
+  local r, err = s:batch(a.ops)
+  if not r then return nil, err end
+  for i, v in ipairs(r) do r[i] = v == true and { id = a.ops[i].id, deleted = true } or v:to_table() end
+  return r
+end)
 
 -- count{ user_id =, completed = } -> n
 ops.count = session_op(function(s, a) return s:count_todos { completed = a.completed } end)
