@@ -9,6 +9,7 @@
 #include "tdb.h"
 
 #define JSON_DEPTH 32                 /* deepest nesting read or written */
+#define JSON_SAFE  9007199254740991LL /* 2^53 - 1: integers beyond are refused */
 
 /* Append buffer ---------------------------------------------------------- */
 void tdb_buf_init(lua_State *L, tdb_Buf *b, size_t max) {
@@ -152,6 +153,10 @@ int tdb_json_double(tdb_Buf *b, double d) {
   ldp = localeconv()->decimal_point;
   if ((dp = ldp && ldp[0] ? ldp[0] : '.') != '.')
     for (c = buf; *c; c++) if (*c == dp) *c = '.';
+  if (strspn(buf, "-0123456789") == (size_t)n) {  /* stays a float when read */
+    buf[n++] = '.';
+    buf[n++] = '0';
+  }
   value_start(b);
   tdb_buf_add(b, buf, (size_t)n);
   return 1;
@@ -214,9 +219,18 @@ void tdb_json_members(lua_State *L, tdb_Buf *b, int idx) {
   members(L, b, idx, 1);
 }
 
+/* Integers within +-(2^53 - 1) as integers, other numbers as floats (which
+ * the reader keeps apart); an integer beyond (Lua 5.4) raises, as the
+ * reader would refuse it. */
 static void lua_number(lua_State *L, tdb_Buf *b, int idx) {
   long long v;
-  if (tdb_to_int64(L, idx, &v)) tdb_json_int64(b, v);
+  if (tdb_to_int64(L, idx, &v) && v >= -JSON_SAFE && v <= JSON_SAFE)
+    tdb_json_int64(b, v);
+#if TDB_HAS_INT64
+  else if (lua_isinteger(L, idx))
+    luaL_error(L, "tododb: cannot encode the integer %s in JSON (beyond +-(2^53 - 1))",
+               lua_tostring(L, idx));
+#endif
   else if (!tdb_json_double(b, (double)lua_tonumber(L, idx)))
     luaL_error(L, "tododb: cannot encode %f in JSON", (double)lua_tonumber(L, idx));
 }
@@ -377,8 +391,11 @@ static int is_digit(const jreader *r) {
   return r->p < r->e && *r->p >= '0' && *r->p <= '9';
 }
 
-/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? ; integers in int8 stay
- * integers, the rest become finite doubles (overflow to inf is refused). */
+/* -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)? ; integers within
+ * +-(2^53 - 1) stay integers, others are refused (I-JSON, RFC 7493 2.2: on
+ * LuaJIT they would lose digits or become strings, so 5.4 and LuaJIT could
+ * disagree about a claim); numbers with a fraction or an exponent become
+ * finite doubles (overflow to inf is refused). */
 static int jr_number(jreader *r) {
   const unsigned char *s = r->p;
   int isint = 1, neg = 0;
@@ -406,21 +423,12 @@ static int jr_number(jreader *r) {
   len = (size_t)(r->p - s);
   if (len >= sizeof buf) return 0;
   if (isint) {
-    unsigned long long m = 0;
-    int over = 0;
-    for (i = (size_t)neg; i < len; i++) {
-      unsigned d9 = (unsigned)(s[i] - '0');
-      if (m > (18446744073709551615ULL - d9) / 10) { over = 1; break; }
-      m = m * 10 + d9;
-    }
-    if (!over && !neg && m <= (unsigned long long)LLONG_MAX) {
-      tdb_push_int64(r->L, (long long)m);
-      return 1;
-    }
-    if (!over && neg && m <= (unsigned long long)LLONG_MAX + 1) {
-      tdb_push_int64(r->L, m ? -(long long)(m - 1) - 1 : 0);
-      return 1;
-    }
+    long long m = 0;
+    if (len - (size_t)neg > 16) return 0;       /* JSON_SAFE has 16 digits */
+    for (i = (size_t)neg; i < len; i++) m = m * 10 + (s[i] - '0');
+    if (m > JSON_SAFE) return 0;
+    tdb_push_int64(r->L, neg ? -m : m);
+    return 1;
   }
   memcpy(buf, s, len);
   buf[len] = '\0';

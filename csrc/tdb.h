@@ -184,7 +184,9 @@ void tdb_buf_result(tdb_Buf *b);
 /* JSON values, commas included: open '{' or '[', then keys and values,
  * then close with '}' or ']'. tdb_json_key takes a plain ASCII name that
  * needs no escaping (a C literal); tdb_json_str returns 0 for text that is
- * not UTF-8, tdb_json_double 0 for NaN and infinities (nothing written). */
+ * not UTF-8, tdb_json_double 0 for NaN and infinities (nothing written; it
+ * always writes a fraction or an exponent, so the number reads back as a
+ * float). tdb_json_int64 writes any int8 exactly. */
 void tdb_json_open(tdb_Buf *b, char c);
 void tdb_json_close(tdb_Buf *b, char c);
 void tdb_json_key(tdb_Buf *b, const char *k);
@@ -195,7 +197,8 @@ void tdb_json_bool(tdb_Buf *b, int v);
 void tdb_json_null(tdb_Buf *b);
 void tdb_json_raw(tdb_Buf *b, const char *s, size_t n);   /* JSON text as is */
 /* The Lua value at idx (tables with keys 1..n are arrays, tododb.null is
- * null); raises for what JSON cannot hold. tdb_json_members writes the
+ * null, integers beyond +-(2^53 - 1) are refused like the reader does);
+ * raises for what JSON cannot hold. tdb_json_members writes the
  * string-keyed members of the table at idx into an open object. */
 void tdb_json_value(lua_State *L, tdb_Buf *b, int idx);
 void tdb_json_members(lua_State *L, tdb_Buf *b, int idx);
@@ -203,7 +206,9 @@ void tdb_json_members(lua_State *L, tdb_Buf *b, int idx);
 size_t tdb_json_arraylen(lua_State *L, int idx);
 /* Pushes the value of the JSON text s[0..n) (a JSON object only when
  * object is non-zero) and returns 1; 0 with the stack unchanged when the
- * text is not that. Never raises on bad input. */
+ * text is not that. Never raises on bad input. Integers (no fraction, no
+ * exponent) beyond +-(2^53 - 1) are refused, so Lua 5.4 and LuaJIT read
+ * the same numbers: integers within, floats otherwise. */
 int tdb_json_decode(lua_State *L, const char *s, size_t n, int object);
 
 /* password.c ---------------------------------------------------------- */

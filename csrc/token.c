@@ -9,11 +9,12 @@
 #include <sodium.h>
 #include "tdb.h"
 
-#define TOK_MAX      8192                  /* longest token accepted */
+#define TOK_MAX      16384                 /* longest token accepted */
 #define SEG_MAX      (TOK_MAX / 4 * 3)     /* longest decoded segment */
 #define JSON_OUT_MAX (64 * 1024)           /* longest JSON written */
 #define HS_MIN       32                    /* shortest HS256 secret */
 #define TIME_MAX     253402300799.0        /* 9999-12-31T23:59:59Z */
+#define LEEWAY       30                    /* default clock skew allowed, s */
 #define ED_PK        crypto_sign_PUBLICKEYBYTES
 #define ED_SEED      crypto_sign_SEEDBYTES
 #define ED_SIG       crypto_sign_BYTES
@@ -121,10 +122,24 @@ static int key_argerror(lua_State *L, int arg, const char *msg) {
   return luaL_argerror(L, arg, lua_pushfstring(L, "%s", msg));
 }
 
+/* What a key is for: verifying (a JWK or JWK set is then data, perhaps
+ * fetched at run time, and its defects are answered, not raised), signing,
+ * or inspecting one JWK (jwk_public, jwk_thumbprint). */
+enum { USE_VERIFY, USE_SIGN, USE_ONE };
+
+/* Raises with msg unless the key is for verifying; returns msg. */
+static const char *key_bad(lua_State *L, int arg, int use, const char *msg) {
+  if (use != USE_VERIFY) key_argerror(L, arg, msg);
+  return msg;
+}
+
 /* Classifies the key argument: a string secret (HS256), or a JWK or JWK set
- * as a table or JSON text (EdDSA). JSON text replaces the argument with
- * its table. Raises on a key that cannot work: misuse, not a bad token. */
-static void key_load(lua_State *L, int arg, key *k, int signing) {
+ * as a table or JSON text (EdDSA). JSON text replaces the argument with its
+ * table. A key of the wrong type or an HS256 secret that is too short
+ * raises (misuse, not a bad token); other defects of a JWK or set raise
+ * too, except for verifying, where NULL or why no key is usable comes back
+ * (the stack above arg is then not restored). */
+static const char *key_load(lua_State *L, int arg, key *k, int use) {
   const char *err;
   int foreign;
   memset(k, 0, sizeof *k);
@@ -137,11 +152,11 @@ static void key_load(lua_State *L, int arg, key *k, int signing) {
       k->kind = KEY_HS;
       k->secret = s;
       k->len = n;
-      return;
+      return NULL;
     }
     /* JSON: a JWK or JWK set (so a secret may not start with '{') */
     if (!tdb_json_decode(L, s, n, 1))
-      key_argerror(L, arg, "key starts with '{' but is not a JSON JWK or JWK set");
+      return key_bad(L, arg, use, "key starts with '{' but is not a JSON JWK or JWK set");
     lua_replace(L, arg);
   }
   if (!lua_istable(L, arg))
@@ -150,28 +165,28 @@ static void key_load(lua_State *L, int arg, key *k, int signing) {
   if (!lua_isnil(L, -1)) {
     int i, n, has_d;
     unsigned char pk[ED_PK];
-    if (signing) key_argerror(L, arg, "a JWK set cannot sign; pass one private JWK");
-    if (!lua_istable(L, -1)) key_argerror(L, arg, "JWK set: keys must be an array");
+    if (use == USE_SIGN) key_argerror(L, arg, "a JWK set cannot sign; pass one private JWK");
+    if (use == USE_ONE) key_argerror(L, arg, "an Ed25519 JWK expected");
+    if (!lua_istable(L, -1)) return "JWK set: keys is not an array";
     n = (int)tdb_rawlen(L, -1);
-    for (i = 1; i <= n; i++) {
+    for (i = 1; i <= n; i++) {           /* other and broken members are skipped */
       lua_rawgeti(L, -1, i);
-      if (!lua_istable(L, -1)) key_argerror(L, arg, "JWK set: every key must be a table");
-      err = jwk_read(L, lua_gettop(L), pk, NULL, &has_d, &foreign);
-      if (err && !foreign) key_argerror(L, arg, err);
-      if (!err) k->nusable++;
+      if (lua_istable(L, -1) && !jwk_read(L, lua_gettop(L), pk, NULL, &has_d, &foreign))
+        k->nusable++;
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    if (!k->nusable) key_argerror(L, arg, "JWK set holds no Ed25519 signing key");
+    if (!k->nusable) return "JWK set holds no usable Ed25519 key";
     k->kind = KEY_JWKS;
-    return;
+    return NULL;
   }
   lua_pop(L, 1);
   if ((err = jwk_read(L, arg, k->pk, NULL, &k->has_d, &foreign)))
-    key_argerror(L, arg, err);
-  if (signing && !k->has_d)
+    return key_bad(L, arg, use, err);
+  if (use == USE_SIGN && !k->has_d)
     key_argerror(L, arg, "signing needs a private JWK (with d)");
   k->kind = KEY_JWK;
+  return NULL;
 }
 
 static void hs256(const key *k, const void *m, size_t n, unsigned char mac[HS_SIG]) {
@@ -324,7 +339,7 @@ static int token_sign(lua_State *L) {
   int has;
   double exp_in, now;
   luaL_checktype(L, 1, LUA_TTABLE);
-  key_load(L, 2, &k, 1);
+  key_load(L, 2, &k, USE_SIGN);
   has = opts_check(L, 3, sign_opts);
   exp_in = opt_num(L, 3, has, "expires_in", 0);
   now = opt_num(L, 3, has, "now", (double)time(NULL));
@@ -374,7 +389,7 @@ static int token_sign_payload(lua_State *L) {
   int has;
   luaL_checktype(L, 1, LUA_TSTRING);
   payload = lua_tolstring(L, 1, &n);
-  key_load(L, 2, &k, 1);
+  key_load(L, 2, &k, USE_SIGN);
   has = opts_check(L, 3, sign_payload_opts);
   lua_settop(L, 3);
   tdb_buf_init(L, &hb, JSON_OUT_MAX);
@@ -384,17 +399,34 @@ static int token_sign_payload(lua_State *L) {
 }
 
 /* Verification ----------------------------------------------------------- */
+/* A refusal names its err.reason and its err.message in one literal:
+ * WHY("expired", "token expired") is "expired\0token expired". */
+#define WHY(reason, message) reason "\0" message
+
+/* Pushes nil, err {code = "unauthorized", reason, message}; returns 2. */
+static int fail(lua_State *L, const char *reason, const char *message) {
+  tdb_push_error(L, "unauthorized", NULL, NULL, "%s", message);
+  lua_pushstring(L, reason);
+  lua_setfield(L, -2, "reason");
+  return 2;
+}
+
+static int refuse(lua_State *L, const char *why) {
+  return fail(L, why, why + strlen(why) + 1);
+}
+
 /* Picks the key for the header at hidx into pk (EdDSA keys). */
 static const char *select_key(lua_State *L, int keyarg, key *k, int hidx) {
   size_t kidn = 0, n;
-  const char *kid, *s, *why = NULL;
+  const char *kid, *s;
   int bad = 0, i, nk, found = 0, has_d, foreign;
   kid = field_str(L, hidx, "kid", &kidn, &bad);
-  if (bad) return "malformed token: kid is not a string";
+  if (bad) return WHY("malformed", "malformed token: kid is not a string");
   if (k->kind == KEY_HS) return NULL;
   if (k->kind == KEY_JWK) {
     s = field_str(L, keyarg, "kid", &n, &bad);
-    if (kid && s && (n != kidn || memcmp(s, kid, n) != 0)) return "unknown key id";
+    if (kid && s && (n != kidn || memcmp(s, kid, n) != 0))
+      return WHY("unknown_kid", "unknown key id");
     return NULL;
   }
   lua_getfield(L, keyarg, "keys");
@@ -412,12 +444,13 @@ static const char *select_key(lua_State *L, int keyarg, key *k, int hidx) {
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
-  if (!found) why = kid ? "unknown key id" : "token has no kid and the key set has several keys";
-  return why;
+  if (found) return NULL;
+  return kid ? WHY("unknown_kid", "unknown key id")
+             : WHY("unknown_kid", "token has no kid and the key set has several keys");
 }
 
 /* Checks the token (arg 1) against the key; on success pushes the payload
- * bytes and returns NULL, else returns why with the stack unchanged. dec
+ * bytes and returns NULL, else returns WHY with the stack unchanged. dec
  * holds SEG_MAX bytes. */
 static const char *jws_check(lua_State *L, int keyarg, key *k, char *dec) {
   size_t n, hn, pn, sn;
@@ -426,41 +459,42 @@ static const char *jws_check(lua_State *L, int keyarg, key *k, char *dec) {
   long len;
   int top = lua_gettop(L), bad = 0;
   size_t want = k->kind == KEY_HS ? HS_SIG : ED_SIG;
-  if (n == 0) return "malformed token: empty";
-  if (n > TOK_MAX) return "malformed token: too long";
+  if (n == 0) return WHY("malformed", "malformed token: empty");
+  if (n > TOK_MAX) return WHY("too_large", "token too long (the limit is 16384 bytes)");
   if (!(d1 = memchr(tok, '.', n)) ||
       !(d2 = memchr(d1 + 1, '.', n - (size_t)(d1 + 1 - tok))) ||
       memchr(d2 + 1, '.', n - (size_t)(d2 + 1 - tok)))
-    return "malformed token: not three segments";
+    return WHY("malformed", "malformed token: not three segments");
   hn = (size_t)(d1 - tok);
   pn = (size_t)(d2 - d1 - 1);
   sn = n - (size_t)(d2 + 1 - tok);
   if ((len = b64_decode(tok, hn, (unsigned char *)dec, SEG_MAX)) <= 0)
-    return "malformed token: header is not base64url";
+    return WHY("malformed", "malformed token: header is not base64url");
   if (!tdb_json_decode(L, dec, (size_t)len, 1))
-    return "malformed token: header is not a JSON object";
+    return WHY("malformed", "malformed token: header is not a JSON object");
   s = field_str(L, top + 1, "alg", &n, &bad);
   if (!streq(s, n, k->kind == KEY_HS ? "HS256" : "EdDSA"))
-    why = "algorithm not allowed for this key";
+    why = WHY("algorithm", "algorithm not allowed for this key");
   else {
     lua_getfield(L, top + 1, "crit");
-    if (!lua_isnil(L, -1)) why = "unsupported critical header parameter";
+    if (!lua_isnil(L, -1))
+      why = WHY("unsupported", "unsupported critical header parameter");
     lua_pop(L, 1);
   }
   if (!why) why = select_key(L, keyarg, k, top + 1);
   lua_settop(L, top);
   if (why) return why;
   if (b64_decode(d2 + 1, sn, sig, sizeof sig) != (long)want)
-    return "malformed token: bad signature encoding";
+    return WHY("malformed", "malformed token: bad signature encoding");
   if (k->kind == KEY_HS) {
     hs256(k, tok, (size_t)(d2 - tok), mac);
     bad = sodium_memcmp(mac, sig, HS_SIG) != 0;
   } else
     bad = crypto_sign_verify_detached(sig, (const unsigned char *)tok,
                                       (size_t)(d2 - tok), k->pk) != 0;
-  if (bad) return "bad signature";
+  if (bad) return WHY("bad_signature", "bad signature");
   if ((len = b64_decode(d1 + 1, pn, (unsigned char *)dec, SEG_MAX)) < 0)
-    return "malformed token: payload is not base64url";
+    return WHY("malformed", "malformed token: payload is not base64url");
   lua_pushlstring(L, dec, (size_t)len);
   return NULL;
 }
@@ -472,10 +506,10 @@ static int token_verify_signature(lua_State *L) {
   char dec[SEG_MAX];
   const char *why;
   luaL_checktype(L, 1, LUA_TSTRING);
-  key_load(L, 2, &k, 0);
+  why = key_load(L, 2, &k, USE_VERIFY);
   lua_settop(L, 2);
-  if ((why = jws_check(L, 2, &k, dec)))
-    return tdb_push_error(L, "unauthorized", NULL, NULL, "%s", why);
+  if (why) return fail(L, "no_usable_key", why);
+  if ((why = jws_check(L, 2, &k, dec))) return refuse(L, why);
   return 1;
 }
 
@@ -524,25 +558,30 @@ static const char *check_claims(lua_State *L, int t, int optarg, const vopts *o)
   int r, i, ok = 0, want = 0, len;
   size_t n, in;
   const char *s, *iss;
-  if ((r = time_claim(L, t, "exp", &v)) < 0) return "exp is not a valid NumericDate";
-  if (r == 0 && o->require_exp) return "token has no exp";
-  if (r == 1 && o->now - o->leeway >= v) return "token expired";
-  if ((r = time_claim(L, t, "nbf", &v)) < 0) return "nbf is not a valid NumericDate";
-  if (r == 1 && o->now + o->leeway < v) return "token not yet valid (nbf)";
-  if ((r = time_claim(L, t, "iat", &v)) < 0) return "iat is not a valid NumericDate";
-  if (r == 1 && o->now + o->leeway < v) return "token issued in the future (iat)";
+  if ((r = time_claim(L, t, "exp", &v)) < 0)
+    return WHY("malformed", "exp is not a valid NumericDate");
+  if (r == 0 && o->require_exp) return WHY("missing_claim", "token has no exp");
+  if (r == 1 && o->now - o->leeway >= v) return WHY("expired", "token expired");
+  if ((r = time_claim(L, t, "nbf", &v)) < 0)
+    return WHY("malformed", "nbf is not a valid NumericDate");
+  if (r == 1 && o->now + o->leeway < v)
+    return WHY("not_yet_valid", "token not yet valid (nbf)");
+  if ((r = time_claim(L, t, "iat", &v)) < 0)
+    return WHY("malformed", "iat is not a valid NumericDate");
+  if (r == 1 && o->now + o->leeway < v)
+    return WHY("issued_in_future", "token issued in the future (iat)");
   lua_getfield(L, t, "sub");
   r = lua_type(L, -1);
   s = r == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
   lua_pop(L, 1);
-  if (r == LUA_TNIL) { if (o->require_sub) return "token has no sub"; }
-  else if (!s || n == 0) return "sub is not a non-empty string";
+  if (r == LUA_TNIL) { if (o->require_sub) return WHY("missing_claim", "token has no sub"); }
+  else if (!s || n == 0) return WHY("malformed", "sub is not a non-empty string");
   iss = opt_str(L, optarg, o->has, "issuer", &in);
   if (iss) {
     lua_getfield(L, t, "iss");
     s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &n) : NULL;
     lua_pop(L, 1);
-    if (!s || n != in || memcmp(s, iss, n) != 0) return "wrong issuer";
+    if (!s || n != in || memcmp(s, iss, n) != 0) return WHY("wrong_issuer", "wrong issuer");
   }
   if (o->has) {
     lua_getfield(L, optarg, "audience");
@@ -570,10 +609,10 @@ static const char *check_claims(lua_State *L, int t, int optarg, const vopts *o)
   lua_pop(L, 1);
   switch (ok) {
   case 1: return NULL;
-  case -1: return "token has an audience but opts.audience was not given";
-  case -2: return "aud is not a string or an array of strings";
-  case -3: return "token has no aud";
-  default: return "wrong audience";
+  case -1: return WHY("wrong_audience", "token has an audience but opts.audience was not given");
+  case -2: return WHY("malformed", "aud is not a string or an array of strings");
+  case -3: return WHY("wrong_audience", "token has no aud");
+  default: return WHY("wrong_audience", "wrong audience");
   }
 }
 
@@ -587,15 +626,15 @@ static int token_verify(lua_State *L) {
   key k;
   vopts o;
   char dec[SEG_MAX];
-  const char *why, *p;
+  const char *why, *kwhy, *p;
   size_t n;
   int i;
   luaL_checktype(L, 1, LUA_TSTRING);
-  key_load(L, 2, &k, 0);
+  kwhy = key_load(L, 2, &k, USE_VERIFY);
   o.has = opts_check(L, 3, verify_opts);
   lua_settop(L, 3);
   o.now = opt_num(L, 3, o.has, "now", (double)time(NULL));
-  o.leeway = opt_num(L, 3, o.has, "leeway", 0);
+  o.leeway = opt_num(L, 3, o.has, "leeway", LEEWAY);
   if (o.leeway < 0) luaL_argerror(L, 3, "opts.leeway must not be negative");
   o.require_exp = opt_bool(L, 3, o.has, "require_exp", 1);
   o.require_sub = opt_bool(L, 3, o.has, "require_sub", 1);
@@ -613,14 +652,12 @@ static int token_verify(lua_State *L) {
       luaL_argerror(L, 3, "opts.audience must be a string or an array of strings");
     lua_pop(L, 1);
   }
-  if ((why = jws_check(L, 2, &k, dec)))
-    return tdb_push_error(L, "unauthorized", NULL, NULL, "%s", why);
+  if (kwhy) return fail(L, "no_usable_key", kwhy);
+  if ((why = jws_check(L, 2, &k, dec))) return refuse(L, why);
   p = lua_tolstring(L, -1, &n);
   if (!tdb_json_decode(L, p, n, 1))
-    return tdb_push_error(L, "unauthorized", NULL, NULL,
-                          "malformed token: claims are not a JSON object");
-  if ((why = check_claims(L, lua_gettop(L), 3, &o)))
-    return tdb_push_error(L, "unauthorized", NULL, NULL, "%s", why);
+    return fail(L, "malformed", "malformed token: claims are not a JSON object");
+  if ((why = check_claims(L, lua_gettop(L), 3, &o))) return refuse(L, why);
   return 1;
 }
 
@@ -695,8 +732,7 @@ static int token_ed25519_keypair(lua_State *L) {
  * or public Ed25519 JWK, table or JSON) */
 static int token_jwk_public(lua_State *L) {
   key k;
-  key_load(L, 1, &k, 0);
-  if (k.kind != KEY_JWK) luaL_argerror(L, 1, "an Ed25519 JWK expected");
+  key_load(L, 1, &k, USE_ONE);
   lua_settop(L, 1);
   lua_getfield(L, 1, "kid");
   if (lua_type(L, 2) != LUA_TSTRING) { lua_pop(L, 1); lua_pushnil(L); }
@@ -707,8 +743,7 @@ static int token_jwk_public(lua_State *L) {
 /* token.jwk_thumbprint(jwk) -> RFC 7638 SHA-256 thumbprint, base64url */
 static int token_jwk_thumbprint(lua_State *L) {
   key k;
-  key_load(L, 1, &k, 0);
-  if (k.kind != KEY_JWK) luaL_argerror(L, 1, "an Ed25519 JWK expected");
+  key_load(L, 1, &k, USE_ONE);
   push_thumbprint(L, k.pk);
   return 1;
 }

@@ -30,20 +30,24 @@ local function merge(a, b)
 end
 
 local function claims(extra) return merge({ sub = "user-1", iat = NOW, exp = NOW + 300 }, extra) end
-local function at(extra) return merge({ now = NOW }, extra) end
+-- The clock at NOW and no leeway, unless a test says otherwise.
+local function at(extra) return merge({ now = NOW, leeway = 0 }, extra) end
 
 local function segments(tok)
   local h, p, s = tok:match "^([^.]*)%.([^.]*)%.([^.]*)$"
   return h, p, s
 end
 
--- verify must answer nil, {code="unauthorized"} (message matching pattern).
-local function rejected(tok, key, opts, pattern)
+-- verify must answer nil, {code="unauthorized"} (message matching pattern,
+-- reason when given).
+local function rejected(tok, key, opts, pattern, reason)
   local c, err = token.verify(tok, key, opts)
   assert.is_nil(c)
   assert.is_table(err)
   assert.equal("unauthorized", err.code)
+  assert.is_string(err.reason)
   if pattern then assert.matches(pattern, err.message) end
+  if reason then assert.equal(reason, err.reason) end
   return err
 end
 
@@ -119,7 +123,7 @@ describe("tododb.token HS256", function()
     assert.equal("joe", c.iss)
     assert.equal(1300819380, c.exp)
     assert.is_true(c["http://example.com/is_root"])
-    rejected(A1_TOKEN, key, { now = 1300819380, require_sub = false }, "expired")
+    rejected(A1_TOKEN, key, { now = 1300819380, leeway = 0, require_sub = false }, "expired", "expired")
     rejected(A1_TOKEN, key, { now = 1300819300 }, "sub")
     rejected(A1_TOKEN:sub(1, -2) .. "j", key, { now = 1300819300, require_sub = false }, "signature")
   end)
@@ -282,6 +286,18 @@ describe("tododb.token claims", function()
     rejected(tok(claims()), SECRET, nil, "expired")      -- NOW is in 2023
   end)
 
+  it("allows 30 s of clock skew by default", function()
+    local o = { now = NOW }
+    assert.is_table(token.verify(tok(claims { exp = NOW - 29 }), SECRET, o))
+    rejected(tok(claims { exp = NOW - 30 }), SECRET, o, "expired", "expired")
+    assert.is_table(token.verify(tok(claims { iat = NOW + 30, nbf = NOW + 30 }), SECRET, o))
+    rejected(tok(claims { iat = NOW + 31 }), SECRET, o, "iat", "issued_in_future")
+    rejected(tok(claims { nbf = NOW + 31 }), SECRET, o, "nbf", "not_yet_valid")
+    -- a server clock 2 s behind its issuer's
+    assert.is_table(token.verify(token.sign({ sub = "u" }, SECRET,
+      { expires_in = 60, now = os.time() + 2 }), SECRET))
+  end)
+
   it("requires a non-empty string sub", function()
     rejected(tok { exp = NOW + 10 }, SECRET, at(), "no sub")
     assert.is_table(token.verify(tok { exp = NOW + 10 }, SECRET, at { require_sub = false }))
@@ -325,18 +341,72 @@ describe("tododb.token claims", function()
     assert.is_table(token.verify(signed('{"sub":"u","exp":2000000000.5}'), SECRET, at()))
   end)
 
-  it("maps JSON null to tododb null and keeps big integers exact", function()
-    local c = assert(token.verify(signed('{"sub":"u","exp":2000000000,"x":null,"a":[null,1],'
-      .. '"big":9007199254740993,"min":-9223372036854775808,"over":18446744073709551616}'), SECRET, at()))
+  it("maps JSON null to tododb null", function()
+    local c = assert(token.verify(signed('{"sub":"u","exp":2000000000,"x":null,"a":[null,1]}'),
+      SECRET, at()))
     assert.equal(core.null, c.x)
     assert.equal(core.null, c.a[1])
     assert.equal(1, c.a[2])
+  end)
+
+  -- The same claims with the same types under Lua 5.4 and LuaJIT (this file
+  -- runs under both): numbers are numbers, never strings.
+  it("reads integers within +-(2^53 - 1) as integers and refuses larger ones", function()
+    local c = assert(token.verify(signed('{"sub":"u","exp":2000000000,'
+      .. '"max":9007199254740991,"min":-9007199254740991,"f":9007199254740993.0,"e":1e300,'
+      .. '"z":-0,"list":[9007199254740991]}'), SECRET, at()))
+    for _, k in ipairs { "max", "min", "f", "e", "z" } do assert.equal("number", type(c[k]), k) end
+    assert.equal(9007199254740991, c.max)
+    assert.equal(-9007199254740991, c.min)
+    assert.equal(9007199254740992, c.f)                 -- a float, rounded alike on both
+    assert.equal(1e300, c.e)
+    assert.equal(9007199254740991, c.list[1])
     if math.type then
-      assert.equal(9007199254740993, c.big)
-      assert.equal(math.mininteger, c.min)
-      assert.equal("float", math.type(c.over))
-    else
-      assert.equal("9007199254740993", c.big)       -- LuaJIT: beyond 2^53 as text
+      assert.equal("integer", math.type(c.max))
+      assert.equal("float", math.type(c.f))
+      assert.equal("float", math.type(c.e))
+    end
+    for _, js in ipairs { '"big":9007199254740992', '"big":-9007199254740992',
+        '"big":9007199254740993', '"big":-9223372036854775808', '"big":18446744073709551616',
+        '"big":[1,99999999999999999999]', '"big":{"x":12345678901234567}' } do
+      local t = signed('{"sub":"u","exp":2000000000,' .. js .. '}')
+      rejected(t, SECRET, at(), "not a JSON object", "malformed")
+    end
+  end)
+
+  it("gives numeric sub, aud and iss beyond 2^53 the same verdict on both interpreters", function()
+    for _, js in ipairs {
+      '{"sub":9007199254740993,"exp":2000000000}',
+      '{"sub":"u","aud":9007199254740993,"exp":2000000000}',
+      '{"sub":"u","aud":[9007199254740993],"exp":2000000000}',
+      '{"sub":"u","iss":9007199254740993,"exp":2000000000}',
+    } do
+      rejected(signed(js), SECRET, at { audience = "9007199254740993", issuer = "9007199254740993" },
+        nil, "malformed")
+    end
+    -- within range a number is still not a string
+    rejected(signed('{"sub":900719925474099,"exp":2000000000}'), SECRET, at(), "sub", "malformed")
+    rejected(signed('{"sub":"u","aud":900719925474099,"exp":2000000000}'), SECRET,
+      at { audience = "900719925474099" }, "aud", "malformed")
+    rejected(signed('{"sub":"u","iss":900719925474099,"exp":2000000000}'), SECRET,
+      at { issuer = "900719925474099" }, "issuer", "wrong_issuer")
+  end)
+
+  it("writes numbers so that they read back with the same value and kind", function()
+    local big = 2 ^ 60                                   -- a float on both
+    local c = assert(token.verify(tok(claims { big = big, neg = -big, near = 2 ^ 53 + 2,
+      safe = 9007199254740991, half = 0.5 }), SECRET, at()))
+    assert.equal(big, c.big)
+    assert.equal(-big, c.neg)
+    assert.equal(2 ^ 53 + 2, c.near)
+    assert.equal(9007199254740991, c.safe)
+    assert.equal(0.5, c.half)
+    if math.type then
+      assert.equal("float", math.type(c.big))
+      assert.equal("float", math.type(c.near))
+      assert.equal("integer", math.type(c.safe))
+      assert.has_error(function() token.sign(claims { n = math.maxinteger }, SECRET) end)
+      assert.has_error(function() token.sign(claims { n = 9007199254740992 }, SECRET) end)
     end
   end)
 
@@ -379,14 +449,32 @@ describe("tododb.token malformed tokens", function()
     end
   end)
 
-  it("caps the size", function()
-    assert.equal(8192, token.max_size)
-    rejected(string.rep("A", 100 * 1024), SECRET, at(), "too long")
+  it("caps the size at 16 KiB", function()
+    assert.equal(16384, token.max_size)
+    rejected(string.rep("A", 100 * 1024), SECRET, at(), "too long", "too_large")
     local h, _, s = segments(good)
-    rejected(h .. "." .. string.rep("A", 100 * 1024) .. "." .. s, SECRET, at(), "too long")
-    rejected(h .. "." .. string.rep("A", 8192) .. "." .. s, SECRET, at(), "too long")
-    assert.has_error(function() token.sign(claims { pad = string.rep("x", 7000) }, SECRET) end)
-    assert.is_table(token.verify(token.sign(claims { pad = string.rep("x", 5000) }, SECRET), SECRET, at()))
+    rejected(h .. "." .. string.rep("A", 100 * 1024) .. "." .. s, SECRET, at(), "too long", "too_large")
+    rejected(h .. "." .. string.rep("A", 16384) .. "." .. s, SECRET, at(), "too long", "too_large")
+    assert.has_error(function() token.sign(claims { pad = string.rep("x", 12500) }, SECRET) end)
+    local t = token.sign(claims { pad = string.rep("x", 12000) }, SECRET)
+    assert.is_true(#t > 16000 and #t <= 16384)
+    assert.is_table(token.verify(t, SECRET, at()))
+  end)
+
+  it("takes a Better Auth token carrying the whole user row", function()
+    local priv, pub = token.ed25519_keypair()
+    local url = "http://localhost:3000"
+    local user = { sub = "4tGqXfu3vbE8XtkoQyNOFZCzmvy2kdpN", id = "4tGqXfu3vbE8XtkoQyNOFZCzmvy2kdpN",
+      name = "Alice Example", email = "alice@example.com", emailVerified = true,
+      createdAt = "2026-11-26T09:00:00.000Z", updatedAt = "2026-11-26T09:00:00.000Z",
+      iss = url, aud = url, iat = NOW, exp = NOW + 900 }
+    local o = at { issuer = url, audience = url }
+    -- an avatar URL as Google or GitHub give them
+    user.image = "https://lh3.googleusercontent.com/a/" .. string.rep("ACg8ocK", 20) .. "=s96-c"
+    assert.equal(user.image, token.verify(token.sign(user, priv), pub, o).image)
+    -- even a small avatar stored inline as a data: URL
+    user.image = "data:image/webp;base64," .. string.rep("UklGRlYAAABXRUJQ", 480)
+    assert.equal(user.image, token.verify(token.sign(user, priv), { keys = { pub } }, o).image)
   end)
 
   it("rejects headers that are not JSON objects", function()
@@ -462,6 +550,74 @@ describe("tododb.token malformed tokens", function()
   end)
 end)
 
+describe("tododb.token err.reason", function()
+  local priv, pub = token.ed25519_keypair { kid = "one" }
+  local function tok(c, o) return token.sign(c, SECRET, o) end
+
+  it("names each kind of refusal", function()
+    local _, p, s = segments(tok(claims()))
+    for _, case in ipairs {
+      { "malformed", "abc" },
+      { "malformed", b64e('{"alg":"HS256"') .. "." .. p .. "." .. s },
+      { "malformed", signed('{"sub":"u"') },
+      { "malformed", tok(claims { exp = "soon" }) },
+      { "malformed", tok(claims { sub = 42 }) },
+      { "too_large", string.rep("A", 16385) },
+      { "algorithm", token.sign(claims(), priv), SECRET },
+      { "algorithm", tok(claims()), pub },
+      { "unsupported", tok(claims(), { header = { crit = { "exp" }, exp = 1 } }) },
+      { "unknown_kid", token.sign(claims(), priv, { kid = "two" }), { keys = { pub } } },
+      { "bad_signature", tok(claims()), SECRET .. "!" },
+      { "expired", tok(claims { exp = NOW - 60 }) },
+      { "not_yet_valid", tok(claims { nbf = NOW + 60 }) },
+      { "issued_in_future", tok(claims { iat = NOW + 60 }) },
+      { "missing_claim", tok { sub = "u" } },
+      { "missing_claim", tok { exp = NOW + 60 } },
+      { "wrong_audience", tok(claims { aud = "web" }), SECRET, { audience = "api" } },
+      { "wrong_audience", tok(claims()), SECRET, { audience = "api" } },
+      { "wrong_audience", tok(claims { aud = "api" }) },
+      { "wrong_issuer", tok(claims { iss = "evil" }), SECRET, { issuer = "good" } },
+    } do
+      local err = rejected(case[2], case[3] or SECRET, { now = NOW, audience = case[4] and case[4].audience,
+        issuer = case[4] and case[4].issuer })
+      assert.equal(case[1], err.reason, err.message)
+    end
+    local _, err = token.verify_signature(tok(claims()), SECRET .. "!")
+    assert.equal("bad_signature", err.reason)
+  end)
+
+  it("answers a key set without a usable key with nil, err (no_usable_key)", function()
+    local es256 = { kty = "EC", crv = "P-256", alg = "ES256", kid = "es",
+      x = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU", y = "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0" }
+    local rsa = { kty = "RSA", kid = "rsa", n = "AQAB", e = "AQAB" }
+    local es_json = '{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"es","x":"' .. es256.x
+      .. '","y":"' .. es256.y .. '"}]}'
+    local t = token.sign(claims(), priv)
+    for _, key in ipairs { { keys = { es256 } }, { keys = { es256, rsa } }, es_json, { keys = {} },
+        '{"keys":[]}', { keys = "x" }, { keys = { "x" } }, '{"keys":[1,"x",null]}', {}, es256, rsa,
+        { kty = "OKP", crv = "X25519", x = pub.x }, { kty = "OKP", crv = "Ed25519" },
+        { kty = "OKP", crv = "Ed25519", x = "short" }, { kty = "OKP", crv = "Ed25519", x = pub.x, kid = 5 },
+        "{not json at all}", '{"kty":"RSA"}', '{"keys":[' .. string.rep("[", 100) } do
+      local c, err = token.verify(t, key, at())
+      assert.is_nil(c)
+      assert.equal("unauthorized", err.code)
+      assert.equal("no_usable_key", err.reason)
+      c, err = token.verify_signature(t, key)
+      assert.is_nil(c)
+      assert.equal("no_usable_key", err.reason)
+    end
+    -- usable members are found among the others; broken Ed25519 members are skipped
+    local broken = { kty = "OKP", crv = "Ed25519", kid = "bad", x = "short" }
+    assert.is_table(token.verify(t, { keys = { es256, broken, rsa, pub } }, at()))
+    assert.is_table(token.verify(t, '{"keys":[' .. es_json:match "%[(.*)%]" .. ','
+      .. string.format('{"kty":"OKP","crv":"Ed25519","kid":"one","x":"%s"}]}', pub.x), at()))
+  end)
+
+  it("still raises for bad options when the key is unusable", function()
+    assert.has_error(function() token.verify(token.sign(claims(), priv), { keys = {} }, { leeway = -1 }) end)
+  end)
+end)
+
 describe("tododb.token misuse raises", function()
   local priv, pub = token.ed25519_keypair()
   local good = token.sign(claims(), SECRET)
@@ -474,13 +630,10 @@ describe("tododb.token misuse raises", function()
     assert.has_error(function() token.verify(nil, SECRET) end)
   end)
 
-  it("for keys of the wrong kind", function()
-    for _, key in ipairs { 42, true, {}, { kty = "RSA", n = "x", e = "AQAB" },
-        { kty = "OKP", crv = "X25519", x = pub.x }, { kty = "OKP", crv = "Ed25519" },
-        { kty = "OKP", crv = "Ed25519", x = "short" }, { kty = "OKP", crv = "Ed25519", x = pub.x, kid = 5 },
-        { keys = {} }, { keys = { { kty = "RSA" } } }, { keys = "x" }, { keys = { "x" } },
-        "{not json at all}", '{"kty":"RSA"}' } do
+  it("for keys of the wrong type", function()
+    for _, key in ipairs { 42, true, print } do
       assert.has_error(function() token.verify(good, key) end)
+      assert.has_error(function() token.verify_signature(good, key) end)
     end
     assert.has_error(function() token.verify(good) end)
   end)
@@ -502,6 +655,12 @@ describe("tododb.token misuse raises", function()
     assert.has_error(function() token.sign("x", SECRET) end)
     assert.has_error(function() token.sign(claims(), pub) end)
     assert.has_error(function() token.sign(claims(), { keys = { priv } }) end)
+    for _, key in ipairs { {}, { kty = "RSA", n = "x", e = "AQAB" }, { kty = "OKP", crv = "Ed25519" },
+        "{not json at all}", '{"kty":"RSA"}', { keys = {} } } do
+      assert.has_error(function() token.sign(claims(), key) end)
+      assert.has_error(function() token.jwk_public(key) end)
+      assert.has_error(function() token.jwk_thumbprint(key) end)
+    end
     local wrong_x = (pub.x:sub(1, 1) == "A" and "B" or "A") .. pub.x:sub(2)
     assert.has_error(function() token.sign(claims(), merge(priv, { x = wrong_x })) end)
     assert.has_error(function() token.sign(claims(), SECRET, { header = { alg = "none" } }) end)
