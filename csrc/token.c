@@ -118,10 +118,6 @@ static const char *jwk_read(lua_State *L, int idx, unsigned char pk[ED_PK],
   return NULL;
 }
 
-static int key_argerror(lua_State *L, int arg, const char *msg) {
-  return luaL_argerror(L, arg, lua_pushfstring(L, "%s", msg));
-}
-
 /* What a key is for: verifying (a JWK or JWK set is then data, perhaps
  * fetched at run time, and its defects are answered, not raised), signing,
  * or inspecting one JWK (jwk_public, jwk_thumbprint). */
@@ -129,7 +125,7 @@ enum { USE_VERIFY, USE_SIGN, USE_ONE };
 
 /* Raises with msg unless the key is for verifying; returns msg. */
 static const char *key_bad(lua_State *L, int arg, int use, const char *msg) {
-  if (use != USE_VERIFY) key_argerror(L, arg, msg);
+  if (use != USE_VERIFY) tdb_argerror(L, arg, "%s", msg);
   return msg;
 }
 
@@ -148,7 +144,7 @@ static const char *key_load(lua_State *L, int arg, key *k, int use) {
     const char *s = lua_tolstring(L, arg, &n);
     while (i < n && is_ws((unsigned char)s[i])) i++;
     if (i == n || s[i] != '{') {
-      if (n < HS_MIN) key_argerror(L, arg, "HS256 secret must be at least 32 bytes");
+      if (n < HS_MIN) tdb_argerror(L, arg, "HS256 secret must be at least 32 bytes");
       k->kind = KEY_HS;
       k->secret = s;
       k->len = n;
@@ -160,13 +156,13 @@ static const char *key_load(lua_State *L, int arg, key *k, int use) {
     lua_replace(L, arg);
   }
   if (!lua_istable(L, arg))
-    key_argerror(L, arg, "string secret, JWK or JWK set expected");
+    tdb_argerror(L, arg, "string secret, JWK or JWK set expected");
   lua_getfield(L, arg, "keys");
   if (!lua_isnil(L, -1)) {
     int i, n, has_d;
     unsigned char pk[ED_PK];
-    if (use == USE_SIGN) key_argerror(L, arg, "a JWK set cannot sign; pass one private JWK");
-    if (use == USE_ONE) key_argerror(L, arg, "an Ed25519 JWK expected");
+    if (use == USE_SIGN) tdb_argerror(L, arg, "a JWK set cannot sign; pass one private JWK");
+    if (use == USE_ONE) tdb_argerror(L, arg, "an Ed25519 JWK expected");
     if (!lua_istable(L, -1)) return "JWK set: keys is not an array";
     n = (int)tdb_rawlen(L, -1);
     for (i = 1; i <= n; i++) {           /* other and broken members are skipped */
@@ -184,7 +180,7 @@ static const char *key_load(lua_State *L, int arg, key *k, int use) {
   if ((err = jwk_read(L, arg, k->pk, NULL, &k->has_d, &foreign)))
     return key_bad(L, arg, use, err);
   if (use == USE_SIGN && !k->has_d)
-    key_argerror(L, arg, "signing needs a private JWK (with d)");
+    tdb_argerror(L, arg, "signing needs a private JWK (with d)");
   k->kind = KEY_JWK;
   return NULL;
 }
@@ -208,7 +204,7 @@ static int opts_check(lua_State *L, int arg, const char *const *names) {
     int i, known = 0;
     for (i = 0; k && names[i]; i++) if (!strcmp(k, names[i])) known = 1;
     if (!known)
-      luaL_argerror(L, arg, lua_pushfstring(L, "unknown option '%s'", k ? k : "?"));
+      tdb_argerror(L, arg, "unknown option '%s'", k ? k : "?");
     lua_pop(L, 1);
   }
   return 1;
@@ -221,7 +217,7 @@ static double opt_num(lua_State *L, int arg, int has, const char *k, double def)
   lua_getfield(L, arg, k);
   if (!lua_isnil(L, -1)) {
     if (lua_type(L, -1) != LUA_TNUMBER || !isfinite(d = (double)lua_tonumber(L, -1)))
-      luaL_argerror(L, arg, lua_pushfstring(L, "opts.%s must be a finite number", k));
+      tdb_argerror(L, arg, "opts.%s must be a finite number", k);
   }
   lua_pop(L, 1);
   return d;
@@ -233,7 +229,7 @@ static int opt_bool(lua_State *L, int arg, int has, const char *k, int def) {
   lua_getfield(L, arg, k);
   if (!lua_isnil(L, -1)) {
     if (lua_type(L, -1) != LUA_TBOOLEAN)
-      luaL_argerror(L, arg, lua_pushfstring(L, "opts.%s must be a boolean", k));
+      tdb_argerror(L, arg, "opts.%s must be a boolean", k);
     v = lua_toboolean(L, -1);
   }
   lua_pop(L, 1);
@@ -246,7 +242,7 @@ static const char *opt_str(lua_State *L, int arg, int has, const char *k, size_t
   lua_getfield(L, arg, k);
   if (lua_type(L, -1) == LUA_TSTRING) s = lua_tolstring(L, -1, n);
   else if (!lua_isnil(L, -1))
-    luaL_argerror(L, arg, lua_pushfstring(L, "opts.%s must be a string", k));
+    tdb_argerror(L, arg, "opts.%s must be a string", k);
   lua_pop(L, 1);
   return s;
 }
@@ -266,12 +262,12 @@ static void enc_header(lua_State *L, tdb_Buf *b, int keyarg, const key *k, int o
     if (lua_isnil(L, -1)) lua_pop(L, 1);
     else {
       if (!lua_istable(L, -1) || tdb_json_arraylen(L, lua_gettop(L)))
-        luaL_argerror(L, optarg, "opts.header must be a table of header parameters");
+        tdb_argerror(L, optarg, "opts.header must be a table of header parameters");
       hidx = lua_gettop(L);
       lua_getfield(L, hidx, "alg");
       lua_getfield(L, hidx, "kid");
       if (!lua_isnil(L, -1) || !lua_isnil(L, -2))
-        luaL_argerror(L, optarg, "opts.header may not set alg (the key does) or kid (use opts.kid)");
+        tdb_argerror(L, optarg, "opts.header may not set alg (the key does) or kid (use opts.kid)");
       lua_getfield(L, hidx, "typ");
       if (!lua_isnil(L, -1)) jwt = 0;
       lua_pop(L, 3);
@@ -343,9 +339,9 @@ static int token_sign(lua_State *L) {
   has = opts_check(L, 3, sign_opts);
   exp_in = opt_num(L, 3, has, "expires_in", 0);
   now = opt_num(L, 3, has, "now", (double)time(NULL));
-  if (exp_in < 0) luaL_argerror(L, 3, "opts.expires_in must not be negative");
+  if (exp_in < 0) tdb_argerror(L, 3, "opts.expires_in must not be negative");
   lua_settop(L, 3);
-  if (tdb_json_arraylen(L, 1)) luaL_argerror(L, 1, "claims must be a table with string keys");
+  if (tdb_json_arraylen(L, 1)) tdb_argerror(L, 1, "claims must be a table with string keys");
   tdb_buf_init(L, &hb, JSON_OUT_MAX);
   enc_header(L, &hb, 2, &k, 3, has, 1);
   tdb_buf_init(L, &pb, JSON_OUT_MAX);
@@ -635,7 +631,7 @@ static int token_verify(lua_State *L) {
   lua_settop(L, 3);
   o.now = opt_num(L, 3, o.has, "now", (double)time(NULL));
   o.leeway = opt_num(L, 3, o.has, "leeway", LEEWAY);
-  if (o.leeway < 0) luaL_argerror(L, 3, "opts.leeway must not be negative");
+  if (o.leeway < 0) tdb_argerror(L, 3, "opts.leeway must not be negative");
   o.require_exp = opt_bool(L, 3, o.has, "require_exp", 1);
   o.require_sub = opt_bool(L, 3, o.has, "require_sub", 1);
   opt_str(L, 3, o.has, "issuer", &n);
@@ -645,11 +641,11 @@ static int token_verify(lua_State *L) {
       for (i = 1; i <= (int)tdb_rawlen(L, -1); i++) {
         lua_rawgeti(L, -1, i);
         if (lua_type(L, -1) != LUA_TSTRING)
-          luaL_argerror(L, 3, "opts.audience must be a string or an array of strings");
+          tdb_argerror(L, 3, "opts.audience must be a string or an array of strings");
         lua_pop(L, 1);
       }
     } else if (!lua_isnil(L, -1) && lua_type(L, -1) != LUA_TSTRING)
-      luaL_argerror(L, 3, "opts.audience must be a string or an array of strings");
+      tdb_argerror(L, 3, "opts.audience must be a string or an array of strings");
     lua_pop(L, 1);
   }
   if (kwhy) return fail(L, "no_usable_key", kwhy);
@@ -712,7 +708,7 @@ static int token_ed25519_keypair(lua_State *L) {
   const char *kid = opt_str(L, 1, has, "kid", &kn);
   lua_settop(L, 1);
   if (s) {
-    if (sn != ED_SEED) luaL_argerror(L, 1, "opts.seed must be 32 bytes");
+    if (sn != ED_SEED) tdb_argerror(L, 1, "opts.seed must be 32 bytes");
     memcpy(seed, s, ED_SEED);
     crypto_sign_seed_keypair(pk, sk, seed);
   } else {
@@ -752,7 +748,7 @@ static int token_jwk_thumbprint(lua_State *L) {
 static int token_b64_encode(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  luaL_argcheck(L, n < ((size_t)-1) / 4, 1, "string too long");
+  if (n >= ((size_t)-1) / 4) tdb_argerror(L, 1, "string too long");
   push_b64(L, (const unsigned char *)s, n);
   return 1;
 }
