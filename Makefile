@@ -133,4 +133,4 @@ interop: deps
 	@cmp -s interop/package-lock.json $(INTEROP)/package-lock.json && [ -d $(INTEROP)/node_modules ] || \
 	  { cp interop/package.json interop/package-lock.json $(INTEROP)/ && \
 	    cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error; }
-	@TDB_INTEROP=$(CURDIR)/$(INTEROP) SPECS=spec/81-betterauth_spec.lua scripts/run-specs lua5.4 luajit
+	@TDB_INTEROP=$(CURDIR)/$(INTEROP) SPECS="spec/81-betterauth_spec.lua spec/82-betterauth_nginx_spec.lua" scripts/run-specs lua5.4 luajit

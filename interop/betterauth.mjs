@@ -11,10 +11,16 @@
 //                 (default http://127.0.0.1:3000)
 //
 // Everything goes through auth.handler with Request objects: no HTTP server.
+//
+// `node betterauth.mjs serve PORT` instead serves Better Auth over HTTP on
+// 127.0.0.1:PORT (baseURL http://127.0.0.1:PORT, keys rotated every
+// BA_ROTATE seconds, default never) for the nginx spec, printing "ready".
+import http from "node:http";
 import pg from "pg";
 import { betterAuth } from "better-auth";
 import { jwt } from "better-auth/plugins/jwt";
 import { getMigrations } from "better-auth/db/migration";
+import { toNodeHandler } from "better-auth/node";
 import { decodeProtectedHeader, decodeJwt } from "jose";
 
 const BASE = process.env.BA_BASE_URL || "http://127.0.0.1:3000";
@@ -45,14 +51,27 @@ async function freshDatabase(adminUrl) {
   await admin.end();
 }
 
-function makeAuth(pool, baseURL) {
+function makeAuth(pool, baseURL, jwks = { rotationInterval: ROTATE, gracePeriod: GRACE }) {
   return betterAuth({
     baseURL,
     secret: "tododb-interop-secret-0123456789abcdef",
     database: pool,
     emailAndPassword: { enabled: true },
-    plugins: [jwt({ jwks: { rotationInterval: ROTATE, gracePeriod: GRACE } })],
+    plugins: [jwt({ jwks })],
   });
+}
+
+async function serve(adminUrl, port) {
+  await freshDatabase(adminUrl);
+  const pool = new pg.Pool(pgConfig(adminUrl, DB));
+  const rotate = Number(process.env.BA_ROTATE || 0);
+  const auth = makeAuth(pool, `http://127.0.0.1:${port}`,
+                        rotate ? { rotationInterval: rotate, gracePeriod: 3600 } : {});
+  const { runMigrations } = await getMigrations(auth.options);
+  await runMigrations();
+  const server = http.createServer(toNodeHandler(auth));
+  server.listen(port, "127.0.0.1", () => process.stdout.write("ready\n"));
+  process.on("SIGTERM", () => server.close(() => pool.end().then(() => process.exit(0))));
 }
 
 async function call(auth, method, path, { body, cookie } = {}) {
@@ -82,6 +101,7 @@ const jwks = async (auth) => (await call(auth, "GET", "/jwks")).json;
 async function main() {
   const adminUrl = process.env.BA_ADMIN_URL;
   if (!adminUrl) throw new Error("BA_ADMIN_URL is not set");
+  if (process.argv[2] === "serve") return serve(adminUrl, Number(process.argv[3]));
   await freshDatabase(adminUrl);
   const pool = new pg.Pool(pgConfig(adminUrl, DB));
   const auth = makeAuth(pool, BASE);

@@ -59,6 +59,7 @@ build = {
     -- Next to migrate.lua, which finds its migrations relative to itself.
     lua = {
       ["tododb.migrations.0001_init"] = "lua/tododb/migrations/0001_init.sql",
+      ["tododb.migrations.0004_identities"] = "lua/tododb/migrations/0004_identities.sql",
     },
     bin = { tododb = "bin/tododb" },
   },

@@ -86,7 +86,7 @@ local function start(opts)
     local conf = template:gsub("@(%u+)@", {
       MODULES = MODULES, USER = ROOT and "user root;" or "", PREFIX = dir, TOP = TOP,
       PORT = tostring(port), WORKERS = tostring(opts.workers or 2),
-      THREADS = tostring(opts.threads or 4),
+      THREADS = tostring(opts.threads or 4), RESOLVER = "",
     }):gsub("(\nerror_log %S+) warn;", "%1 info;")
     write(dir .. "/nginx.conf", conf)
     local cmd = env .. " nginx -p " .. sh(dir) .. " -c " .. sh(dir .. "/nginx.conf")

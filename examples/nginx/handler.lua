@@ -25,6 +25,7 @@
 local cjson = require("cjson").new()
 local tododb = require "tododb"
 local tnginx = require "tododb.nginx"
+local jwks = require "jwks"
 
 local H = {
   max_body = 16 * 1024,       -- bytes of JSON a request may carry
@@ -125,6 +126,18 @@ local function db_fail(res)
   return fail(status, e.code, e.message, e.field, e.index)
 end
 
+-- CORS (TODODB_CORS_ORIGINS: comma-separated origins, "*" for any): an
+-- allowed Origin gets Access-Control-Allow-Origin on every answer, and
+-- preflights are answered here. Tokens travel in Authorization, never in
+-- cookies, so no Access-Control-Allow-Credentials.
+local function cors_origin()
+  local origin, list = ngx.var.http_origin, os.getenv "TODODB_CORS_ORIGINS"
+  if not origin or not list or list == "" then return nil end
+  for o in list:gmatch "[^,%s]+" do
+    if o == "*" or o == origin then return origin end
+  end
+end
+
 -- Every answer carries the request id (X-Request-Id, and request_id in an
 -- error body): the key to the error log's lines about it.
 local function send(status, body, headers)
@@ -132,6 +145,12 @@ local function send(status, body, headers)
   ngx.status = status
   for k, v in pairs(headers or {}) do ngx.header[k] = v end
   ngx.header["X-Request-Id"] = request_id()
+  local origin = cors_origin()
+  if origin then
+    ngx.header["Access-Control-Allow-Origin"] = origin
+    ngx.header["Access-Control-Expose-Headers"] = "Location, X-Request-Id"
+    ngx.header["Vary"] = "Origin"
+  end
   if type(body) == "table" and body.error then
     body.error.request_id = request_id()
     if status < 500 then log(ngx.INFO, status, " ", tostring(body.error.code), ": ", tostring(body.error.message)) end
@@ -196,12 +215,23 @@ local function check_fields(obj, spec, req)
   end
 end
 
--- The user id of the bearer token: string | nil, status, body.
+-- The user of the bearer token: a user id (own HS256 tokens), or the
+-- claims of an external identity (JWKS mode; provisioned by tododb.nginx)
+-- | nil, status, body.
 local function authenticate()
   local h = ngx.var.http_authorization
   local token = type(h) == "string" and h:match "^%s*[Bb]earer%s+(%S+)%s*$"
   if not token then
     return nil, fail(401, "unauthorized", "a bearer token is required")
+  end
+  if jwks.enabled() then
+    local claims, why, code = jwks.identity(token)
+    if claims then return claims end
+    if code == "unavailable" then
+      return nil, db_fail(tnginx.failure({ code = "unavailable", message = why }, "key set"))
+    end
+    log(ngx.INFO, "token refused: ", tostring(why))
+    return nil, fail(401, "unauthorized", "the bearer token is not valid")
   end
   local key, why = tnginx.secret()
   if not key then return nil, db_fail(tnginx.failure(why)) end
@@ -423,6 +453,9 @@ end
 
 -- path -> { METHOD = { route, needs_auth } }, plus the id of /api/todos/{id}.
 local function match(path)
+  if (path == "/api/users" or path == "/api/tokens") and jwks.enabled() then
+    return nil                          -- accounts live in the auth service
+  end
   if path == "/api/users" then return { POST = { routes.register } } end
   if path == "/api/tokens" then return { POST = { routes.token } } end
   if path == "/api/todos" then
@@ -437,6 +470,18 @@ local function match(path)
   end
 end
 
+local function preflight(methods)
+  local allow = {}
+  for m in pairs(methods) do allow[#allow + 1] = m end
+  table.sort(allow)
+  if not cors_origin() then return fail(403, "forbidden", "origin not allowed") end
+  return 204, nil, {
+    ["Access-Control-Allow-Methods"] = table.concat(allow, ", "),
+    ["Access-Control-Allow-Headers"] = "Authorization, Content-Type",
+    ["Access-Control-Max-Age"] = "600",
+  }
+end
+
 local function route()
   local path = ngx.var.uri:gsub("/+$", "")
   local methods, id = match(path)
@@ -445,6 +490,9 @@ local function route()
     return fail(404, "not_found", "no such resource")
   end
   local method = ngx.req.get_method()
+  if method == "OPTIONS" and ngx.var.http_access_control_request_method then
+    return preflight(methods)
+  end
   local r = methods[method]
   if not r then
     local allow = {}
@@ -475,6 +523,11 @@ end
 -- init_worker_by_lua_block { require("handler").init_worker() }
 -- Checks the configuration once per worker; connections open on first use.
 function H.init_worker()
+  if jwks.enabled() then
+    local problem = jwks.problem()
+    if problem then ngx.log(ngx.WARN, "tododb: ", problem) end
+    return
+  end
   local _, why = tnginx.secret()
   if why then ngx.log(ngx.WARN, "tododb: ", why, "; /api/tokens and todo routes will fail") end
   ngx.log(ngx.INFO, "tododb: ", tnginx.mode(), " mode",

@@ -71,22 +71,28 @@ local function claimed_email(claims, provision)
   return type(claims.email) == "string" and claims.email or nil
 end
 
--- The id of the user of the token's (iss, sub), created if need be.
-local function provisioned(db, claims, provision)
+-- db:provision_claims(claims [, opts]) -> User, created | nil, err
+-- The user of verified claims' (iss, sub), created with claims.email on
+-- first use (db:provision_user); opts.email = false leaves the email out, as
+-- does an email tododb cannot store. No iss, or an unusable sub, is
+-- unauthorized; an email held by another account is conflict.
+function Connection:provision_claims(claims, opts)
   if type(claims.iss) ~= "string" then
     return nil, core.error("unauthorized", "token has no issuer to provision its subject under")
   end
-  local ident = { issuer = claims.iss, subject = claims.sub, email = claimed_email(claims, provision) }
-  local user, err = db:provision_user(ident)
-  if not user and err.code == "invalid" and err.field == "email" then
+  if type(claims.sub) ~= "string" then
+    return nil, core.error("unauthorized", "token has no subject to provision")
+  end
+  local ident = { issuer = claims.iss, subject = claims.sub, email = claimed_email(claims, opts) }
+  local user, created = self:provision_user(ident)
+  if not user and created.code == "invalid" and created.field == "email" then
     ident.email = nil                   -- an email tododb cannot store is left out
-    user, err = db:provision_user(ident)
+    user, created = self:provision_user(ident)
   end
-  if not user then
-    if err.code == "invalid" then err = core.error("unauthorized", err.message, err.field) end
-    return nil, err
+  if not user and created.code == "invalid" then
+    return nil, core.error("unauthorized", created.message, created.field)
   end
-  return user.id
+  return user, created
 end
 
 local function user_id(db, token, key, opts)
@@ -108,7 +114,9 @@ local function user_id(db, token, key, opts)
     id, err = map(id, claims)
     if id == nil and err ~= nil then return nil, err end
   elseif provision then
-    return provisioned(db, claims, provision)
+    local user
+    user, err = db:provision_claims(claims, provision)
+    return user and user.id, err
   elseif not (type(id) == "string" and id:match "^[1-9]%d*$"
               and (#id < 19 or (#id == 19 and id <= "9223372036854775807"))) then
     id = nil

@@ -26,6 +26,8 @@
 --   TODODB_PWHASH        argon2id cost: interactive (default), moderate, min
 --   TODODB_NGINX_MODE    "thread" (default) or "worker"
 --   TODODB_SIGNUP_UNIFORM  "1": the example API answers every sign-up alike
+--   TODODB_JWKS_URL, TODODB_JWKS_FILE, TODODB_TOKEN_ISSUER, ...: tokens of an
+--                        external auth service (examples/nginx/jwks.lua)
 local tododb = require "tododb"
 
 local M = {
@@ -150,9 +152,17 @@ local function todos_of(list)
 end
 
 -- Operations on one user's todos: f(session, args) -> value | nil, err.
+-- args.user_id is a user id, or the claims { iss =, sub =, email = } of an
+-- external identity: its user, provisioned on first use (db:provision_claims).
 local function session_op(f)
   return function(c, a)
-    local s, err = c:session(a.user_id)
+    local uid = a.user_id
+    if type(uid) == "table" then
+      local u, err = c:provision_claims(uid)
+      if not u then return nil, err end
+      uid = u.id
+    end
+    local s, err = c:session(uid)
     if not s then return nil, err end
     return f(s, a)
   end
