@@ -13,7 +13,11 @@
 --   PATCH  /api/todos                  {ops: [{op, id?, title?, description?, completed?}, …]}
 --                                      -> {results: [todo | {id, deleted: true}, …]}, all or none
 --
--- Todo routes need `Authorization: Bearer <token>`. Every error is
+-- Todo routes need `Authorization: Bearer <token>`: our own HS256 token from
+-- /api/tokens, or with TODODB_JWKS_URL / TODODB_JWKS_FILE set a token of an
+-- external auth service such as Better Auth (examples/nginx/jwks.lua; its
+-- users are provisioned on first use, /api/users and /api/tokens answer 404).
+-- TODODB_CORS_ORIGINS lists the browser origins allowed to call. Every error is
 -- {"error":{"code","message","field","request_id"}}: invalid 422 (400 for a
 -- body that is not a JSON object or a malformed query), unauthorized 401,
 -- not_found 404, conflict 409, unavailable 503, internal 500, 413 body too
