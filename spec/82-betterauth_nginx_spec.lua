@@ -137,7 +137,7 @@ describe("Better Auth through nginx", function()
     assert.is_true(t.completed)
     st = curl("DELETE", api .. "/todos/" .. ("%d"):format(t.id), { token = tok })
     assert.equal(204, st)
-    st, page = curl("GET", api .. "/todos", { token = tok })
+    page = select(2, curl("GET", api .. "/todos", { token = tok }))
     assert.equal(0, #page.items)
   end)
 
