@@ -159,6 +159,11 @@ local function ensure_template(admin, owner_url, owner_name, admin_name, name)
   end
   if ok then ok, err = admin:exec(("ALTER DATABASE %s RENAME TO %s"):format(ident(building), ident(name))) end
   if not ok then admin:exec("DROP DATABASE IF EXISTS " .. ident(building)) end
+  if ok then                              -- templates of older migrations: no longer used
+    local old = admin:query([[SELECT datname FROM pg_database
+                              WHERE datname LIKE 'tododb\_tmpl\_%' AND datname <> $1]], name)
+    for _, r in ipairs(old or {}) do admin:exec("DROP DATABASE IF EXISTS " .. ident(r.datname)) end
+  end
   unlock()
   return ok, err
 end
