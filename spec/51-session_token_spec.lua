@@ -36,15 +36,18 @@ describe("db:session_from_token", function()
     assert.equal("unauthorized", err.code)
   end)
 
-  it("refuses expired, foreign-key and malformed tokens", function()
+  it("refuses expired, foreign-key and malformed tokens, with the reason", function()
+    local es256 = '{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"es","x":"AA","y":"AA"}]}'
     for _, case in ipairs {
-      { token(tostring(alice.id), { exp = now - 60 }), key },   -- beyond the 30 s leeway
-      { token(tostring(alice.id)), string.rep("x", 32) },
-      { "not.a.token", key },
+      { "expired", token(tostring(alice.id), { exp = now - 60 }), key },   -- beyond the 30 s leeway
+      { "bad_signature", token(tostring(alice.id)), string.rep("x", 32) },
+      { "malformed", "not.a.token", key },
+      { "no_usable_key", token(tostring(alice.id)), es256 },   -- a JWKS without an Ed25519 key
     } do
-      local s, err = db:session_from_token(case[1], case[2])
+      local s, err = db:session_from_token(case[2], case[3])
       assert.is_nil(s)
       assert.equal("unauthorized", err.code)
+      assert.equal(case[1], err.reason)
     end
   end)
 
