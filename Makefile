@@ -81,7 +81,7 @@ check-valgrind:
 # luacheck (.luacheckrc) over every Lua file, then the C static check
 # (lint-c) when this Makefile has one. Zero warnings or it fails.
 lint:
-	@luacheck -q --no-color lua spec bench examples bin/tododb
+	@luacheck -q --no-color lua spec bench examples $(wildcard bin/*)
 	@if $(MAKE) -n lint-c >/dev/null 2>&1; then $(MAKE) -s lint-c; fi
 
 # eval "$(make -s env)" points lua5.4 (or LUA=luajit) at this checkout.
