@@ -323,3 +323,18 @@ describe("bin/tododb db", function()
     assert_fails(status, 2, out, err, "restart")
   end)
 end)
+
+describe("tododb.cli.execute", function()
+  local cli = require "tododb.cli"
+
+  it("returns a shell command's exit status, 0 for success", function()
+    assert.equal(0, cli.execute "true")
+    assert.equal(1, cli.execute "false")
+    assert.equal(3, cli.execute "exit 3")
+    assert.equal(0, cli.execute "test -d /")
+  end)
+
+  it("returns a non-zero status for a command killed by a signal", function()
+    assert.not_equal(0, cli.execute "kill -TERM $$")
+  end)
+end)
