@@ -78,10 +78,13 @@ check-valgrind:
 	@$(MAKE) -s LUA=lua5.4 BUILD=build/debug OPT="-O1 -g" all
 	@TDB_BUILD=build/debug TDB_VALGRIND=1 scripts/run-specs lua5.4
 
-# luacheck (.luacheckrc) over every Lua file, then the C static check
+# luacheck (.luacheckrc) over every Lua file, one spelling of read formats
+# ("*l", "*a": both Lua 5.4 and LuaJIT take it), then the C static check
 # (lint-c) when this Makefile has one. Zero warnings or it fails.
 lint:
 	@luacheck -q --no-color lua spec bench examples $(wildcard bin/*)
+	@! grep -nE 'read *\(? *"[alnL]"' -r lua spec bench examples bin \
+	  || { echo 'lint: spell read formats "*l", "*a", "*n"'; exit 1; }
 	@if $(MAKE) -n lint-c >/dev/null 2>&1; then $(MAKE) -s lint-c; fi
 
 # eval "$(make -s env)" points lua5.4 (or LUA=luajit) at this checkout.

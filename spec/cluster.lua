@@ -87,7 +87,7 @@ end
 function C:pid()
   local f = io.open(self.data .. "/postmaster.pid")
   if not f then return nil end
-  local pid = tonumber(f:read "l")
+  local pid = tonumber(f:read "*l")
   f:close()
   return pid
 end
