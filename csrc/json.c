@@ -137,8 +137,9 @@ int tdb_json_str(tdb_Buf *b, const char *s, size_t n) {
 
 void tdb_json_int64(tdb_Buf *b, long long v) {
   char buf[24];
+  int n = snprintf(buf, sizeof buf, "%lld", v);
   value_start(b);
-  tdb_buf_add(b, buf, (size_t)snprintf(buf, sizeof buf, "%lld", v));
+  tdb_buf_add(b, buf, (size_t)n);
 }
 
 int tdb_json_double(tdb_Buf *b, double d) {
@@ -528,6 +529,7 @@ int tdb_json_decode(lua_State *L, const char *s, size_t n, int object) {
   int top = lua_gettop(L);
   char local[512];
   jreader r;
+  memset(&r, 0, sizeof r);
   r.L = L;
   r.p = (const unsigned char *)s;
   r.e = r.p + n;

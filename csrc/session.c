@@ -345,7 +345,7 @@ static int session_list(lua_State *L) {
   }
   lua_setfield(L, -2, "items");
   if (nrows > limit) {
-    push_cursor(L, s, flags, tdb_parse_int8(PQgetvalue(r, (int)limit - 1, 0)),
+    push_cursor(L, s, flags, tdb_get_int8(r, (int)limit - 1, TDB_TODO_ID),
                 search ? search : "", sn);
     lua_setfield(L, -2, "next");
   }
@@ -364,7 +364,7 @@ static int session_count(lua_State *L) {
     vals[1] = read_bool(L, 2, 2, "completed");
   }
   if ((r = tdb_run(L, c, s->owner, TDB_SQL_TODO_COUNT, vals)) == NULL) return 2;
-  tdb_push_int64(L, tdb_parse_int8(PQgetvalue(r, 0, 0)));
+  tdb_push_int64(L, tdb_get_int8(r, 0, 0));
   PQclear(r);
   return 1;
 }
@@ -708,7 +708,9 @@ static int batch_item(lua_State *L, tdb_Session *s, int t, int i, int *id, const
 static int session_batch(lua_State *L) {
   tdb_Conn *c;
   tdb_Session *s = check_session(L, 1, &c);
-  const char *head[2], *(*vals)[7], ***pv;
+  const char *head[2];
+  const char *(*vals)[7];               /* one parameter list per item */
+  const char ***pv;
   int n, i, *ids, failed;
   PGresult **res;
   char setuser[64];

@@ -5,6 +5,8 @@
 
 /* Timestamps as ISO-8601 UTC text whatever the DateStyle and TimeZone. */
 #define TS(c) "to_char(" c " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+/* Column lists of the row objects; their positions are TDB_TODO_* and
+ * TDB_USER_* in tdb.h. */
 #define TODO_COLS "id, user_id, title, description, completed, " TS("created_at") ", " TS("updated_at")
 #define USER_COLS "id, email, " TS("created_at") ", " TS("updated_at")
 /* Listing: keyset pagination on (user_id, id); $2 is the cursor bound. */

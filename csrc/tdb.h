@@ -67,6 +67,15 @@ enum {
   TDB_NSQL
 };
 extern const tdb_Sql tdb_sql[TDB_NSQL];
+/* Column positions of sql.c's TODO_COLS and USER_COLS (keep in step). The
+ * password hash follows USER_COLS where a statement selects it. */
+enum {
+  TDB_TODO_ID, TDB_TODO_USER_ID, TDB_TODO_TITLE, TDB_TODO_DESCRIPTION,
+  TDB_TODO_COMPLETED, TDB_TODO_CREATED_AT, TDB_TODO_UPDATED_AT
+};
+enum {
+  TDB_USER_ID, TDB_USER_EMAIL, TDB_USER_CREATED_AT, TDB_USER_UPDATED_AT, TDB_USER_HASH
+};
 
 /* Transaction control (s:transaction, s:batch): plain text, no parameters.
  * TDB_TX_SET_USER is a format for the user id as a C-formatted int8: SET
@@ -238,7 +247,42 @@ void tdb_todo_open(lua_State *L);
 void tdb_session_open(lua_State *L);
 void tdb_token_open(lua_State *L);
 
-/* Decoding of text-format values (conn.c). */
+/* decode.c: values out of a PGresult ------------------------------------- */
+#define TDB_TIME_BUF 32         /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" and its NUL */
+/* PostgreSQL's int8 text (also PQcmdTuples): an optional '-', digits. */
 long long tdb_parse_int8(const char *s);
+/* Field (row, col) of an int2/int4/int8, bool or timestamptz column; a
+ * timestamp as ISO-8601 UTC with microseconds into out[TDB_TIME_BUF]. */
+long long tdb_get_int8(const PGresult *r, int row, int col);
+int tdb_get_bool(const PGresult *r, int row, int col);
+void tdb_get_time(const PGresult *r, int row, int col, char *out);
+/* Pushes the rows as an array of tables keyed by column name (db:query). */
+void tdb_push_rows(lua_State *L, const PGresult *r);
+
+/* object.c: read-only row objects ------------------------------------------ */
+typedef struct tdb_Str { const char *s; size_t n; } tdb_Str;   /* s NULL: nil */
+enum { TDB_F_INT64, TDB_F_BOOL, TDB_F_TIME, TDB_F_STR };
+typedef struct tdb_Field {
+  const char *name;
+  unsigned char type;           /* TDB_F_*: long long, int, char[TDB_TIME_BUF], tdb_Str */
+  unsigned char key;            /* compared by == (TDB_F_INT64 only) */
+  unsigned char null;           /* absent: tododb.null in to_table(), else left out */
+  size_t offset;
+} tdb_Field;
+typedef struct tdb_Class {
+  const char *name;             /* the metatable's name */
+  const tdb_Field *fields;      /* ends with a NULL name */
+  const char *readonly;         /* the message of an assignment */
+  /* Pushes tostring(obj); id is the first field (an int64) in decimal. */
+  void (*tostring)(lua_State *L, const void *obj, const char *id);
+} tdb_Class;
+/* Registers the class's metatable: __index (fields, to_table), __newindex,
+ * __eq, __tostring. */
+void tdb_class_open(lua_State *L, const tdb_Class *k);
+/* Bytes that field (row, col) takes in an object's trailing text (0 for NULL). */
+size_t tdb_str_size(const PGresult *r, int row, int col);
+/* Copies field (row, col) to at (NUL-terminated) and points out at it;
+ * returns where the next one goes. NULL leaves out->s NULL. */
+char *tdb_copy_str(tdb_Str *out, char *at, const PGresult *r, int row, int col);
 
 #endif

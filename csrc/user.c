@@ -11,89 +11,45 @@
 
 typedef struct tdb_User {
   long long id;
-  char email[256];
-  char created_at[32], updated_at[32];
+  tdb_Str email;                        /* NULL for a user from an identity provider */
+  char created_at[TDB_TIME_BUF], updated_at[TDB_TIME_BUF];
+  char text[];                          /* email NUL */
 } tdb_User;
 
-static void copy_text(const PGresult *r, int row, int col, char *out, size_t cap) {
-  size_t n = (size_t)PQgetlength(r, row, col);
-  if (n >= cap) n = cap - 1;
-  memcpy(out, PQgetvalue(r, row, col), n);
-  out[n] = '\0';
+/* ---- the object --------------------------------------------------------- */
+
+/* tostring(user) -> tododb.User(3, alice@example.com) */
+static void user_tostring(lua_State *L, const void *o, const char *id) {
+  const char *email = ((const tdb_User *)o)->email.s;
+  if (email) lua_pushfstring(L, "tododb.User(%s, %s)", id, email);
+  else lua_pushfstring(L, "tododb.User(%s)", id);
 }
 
-/* Columns: id, email, created_at, updated_at. A NULL email (a user from an
- * external identity provider) is kept as "" and read as nil. */
+/* == compares ids; a missing email is left out of to_table(). */
+#define FIELD(f, type, key) { #f, TDB_F_##type, key, 0, offsetof(tdb_User, f) }
+static const tdb_Field fields[] = {
+  FIELD(id, INT64, 1), FIELD(email, STR, 0), FIELD(created_at, TIME, 0),
+  FIELD(updated_at, TIME, 0), { NULL, 0, 0, 0, 0 }
+};
+#undef FIELD
+
+static const tdb_Class user_class = {
+  TDB_USER_MT, fields, "tododb.User is read-only", user_tostring
+};
+
 void tdb_push_user(lua_State *L, const PGresult *r, int row) {
-  tdb_User *u = tdb_newudata(L, sizeof *u);
-  u->id = tdb_parse_int8(PQgetvalue(r, row, 0));
-  copy_text(r, row, 1, u->email, sizeof u->email);
-  copy_text(r, row, 2, u->created_at, sizeof u->created_at);   /* ISO, by sql.c */
-  copy_text(r, row, 3, u->updated_at, sizeof u->updated_at);
+  tdb_User *u = tdb_newudata(L, offsetof(tdb_User, text) + tdb_str_size(r, row, TDB_USER_EMAIL));
+  u->id = tdb_get_int8(r, row, TDB_USER_ID);
+  (void)tdb_copy_str(&u->email, u->text, r, row, TDB_USER_EMAIL);
+  tdb_get_time(r, row, TDB_USER_CREATED_AT, u->created_at);
+  tdb_get_time(r, row, TDB_USER_UPDATED_AT, u->updated_at);
   luaL_setmetatable(L, TDB_USER_MT);
-}
-
-static tdb_User *check_user(lua_State *L, int idx) {
-  return luaL_checkudata(L, idx, TDB_USER_MT);
 }
 
 int tdb_check_user_id(lua_State *L, int idx, long long *out) {
   tdb_User *u = luaL_testudata(L, idx, TDB_USER_MT);
   if (u) { *out = u->id; return 0; }
   return tdb_check_id(L, idx, "user", out);
-}
-
-/* ---- the object --------------------------------------------------------- */
-
-static int push_field(lua_State *L, const tdb_User *u, const char *k) {
-  if (!strcmp(k, "id")) tdb_push_int64(L, u->id);
-  else if (!strcmp(k, "email")) { if (*u->email) lua_pushstring(L, u->email); else lua_pushnil(L); }
-  else if (!strcmp(k, "created_at")) lua_pushstring(L, u->created_at);
-  else if (!strcmp(k, "updated_at")) lua_pushstring(L, u->updated_at);
-  else return 0;
-  return 1;
-}
-
-/* user:to_table() -> { id, email, created_at, updated_at } */
-static int user_to_table(lua_State *L) {
-  static const char *const fields[] = { "id", "email", "created_at", "updated_at", NULL };
-  tdb_User *u = check_user(L, 1);
-  lua_createtable(L, 0, 4);
-  for (int i = 0; fields[i]; i++) {
-    push_field(L, u, fields[i]);
-    lua_setfield(L, -2, fields[i]);
-  }
-  return 1;
-}
-
-/* user.field, user:to_table() */
-static int user_index(lua_State *L) {
-  tdb_User *u = check_user(L, 1);
-  const char *k = luaL_checkstring(L, 2);
-  if (push_field(L, u, k)) return 1;
-  if (!strcmp(k, "to_table")) { lua_pushcfunction(L, user_to_table); return 1; }
-  return 0;
-}
-
-static int user_newindex(lua_State *L) {
-  return luaL_error(L, "tododb.User is read-only");
-}
-
-/* a == b: the same account. */
-static int user_eq(lua_State *L) {
-  tdb_User *a = luaL_testudata(L, 1, TDB_USER_MT), *b = luaL_testudata(L, 2, TDB_USER_MT);
-  lua_pushboolean(L, a && b && a->id == b->id);
-  return 1;
-}
-
-/* tostring(user) -> tododb.User(3, alice@example.com) */
-static int user_tostring(lua_State *L) {
-  tdb_User *u = check_user(L, 1);
-  char id[24];
-  snprintf(id, sizeof id, "%lld", u->id);
-  if (*u->email) lua_pushfstring(L, "tododb.User(%s, %s)", id, u->email);
-  else lua_pushfstring(L, "tododb.User(%s)", id);
-  return 1;
 }
 
 /* ---- arguments ---------------------------------------------------------- */
@@ -200,21 +156,23 @@ static int user_authenticate(lua_State *L) {
   }
   vals[0] = email;
   if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_AUTH, vals)) == NULL) return 2;
-  if (PQntuples(r) == 0 || PQgetisnull(r, 0, 4)) {  /* no such user, or no password */
+  if (PQntuples(r) == 0 || PQgetisnull(r, 0, TDB_USER_HASH)) {  /* no such user, or no password */
     PQclear(r);
     tdb_password_dummy(c, pw, pwn);
     return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
   }
-  if (!tdb_password_verify(PQgetvalue(r, 0, 4), pw, pwn)) {
+  if (!tdb_password_verify(PQgetvalue(r, 0, TDB_USER_HASH), pw, pwn)) {
     PQclear(r);
     return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
   }
   tdb_push_user(L, r, 0);
-  if (tdb_password_needs_rehash(c, PQgetvalue(r, 0, 4)) && tdb_password_hash(c, pw, pwn, hash)) {
+  if (tdb_password_needs_rehash(c, PQgetvalue(r, 0, TDB_USER_HASH)) && tdb_password_hash(c, pw, pwn, hash)) {
     PGresult *u;
-    vals[0] = PQgetvalue(r, 0, 0);
+    char id[24];
+    snprintf(id, sizeof id, "%lld", tdb_get_int8(r, 0, TDB_USER_ID));
+    vals[0] = id;
     vals[1] = hash;
-    vals[2] = PQgetvalue(r, 0, 4);
+    vals[2] = PQgetvalue(r, 0, TDB_USER_HASH);
     if ((u = tdb_run(L, c, NULL, TDB_SQL_USER_SET_HASH, vals)) != NULL) PQclear(u);
     else lua_pop(L, 2);                 /* the login stands; next one retries */
     sodium_memzero(hash, sizeof hash);
@@ -257,7 +215,7 @@ static int user_change_password(lua_State *L) {
     PQclear(r);
     return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
   }
-  if (on > PASSWORD_MAX || !tdb_password_verify(PQgetvalue(r, 0, 4), old, on)) {
+  if (on > PASSWORD_MAX || !tdb_password_verify(PQgetvalue(r, 0, TDB_USER_HASH), old, on)) {
     PQclear(r);
     return tdb_push_error(L, "unauthorized", "password", NULL, "the old password is wrong");
   }
@@ -266,7 +224,7 @@ static int user_change_password(lua_State *L) {
     return tdb_push_error(L, "internal", NULL, NULL, "password hashing failed (out of memory)");
   }
   vals[1] = hash;
-  vals[2] = PQgetvalue(r, 0, 4);
+  vals[2] = PQgetvalue(r, 0, TDB_USER_HASH);
   u = tdb_run(L, c, NULL, TDB_SQL_USER_SET_HASH, vals);
   sodium_memzero(hash, sizeof hash);
   PQclear(r);
@@ -305,7 +263,7 @@ static int user_delete(lua_State *L) {
     PQclear(r);
     return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
   }
-  tdb_push_int64(L, tdb_parse_int8(PQgetvalue(r, 0, 1)));
+  tdb_push_int64(L, tdb_get_int8(r, 0, 1));            /* d.id, n.c */
   PQclear(r);
   return 1;
 }
@@ -348,16 +306,7 @@ const luaL_Reg tdb_conn_user_methods[] = {
 };
 
 void tdb_user_open(lua_State *L) {
-  luaL_newmetatable(L, TDB_USER_MT);
-  lua_pushcfunction(L, user_index);
-  lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, user_newindex);
-  lua_setfield(L, -2, "__newindex");
-  lua_pushcfunction(L, user_eq);
-  lua_setfield(L, -2, "__eq");
-  lua_pushcfunction(L, user_tostring);
-  lua_setfield(L, -2, "__tostring");
-  lua_pop(L, 1);
+  tdb_class_open(L, &user_class);
   lua_pushinteger(L, (lua_Integer)sizeof(tdb_User));
   lua_setfield(L, -2, "user_size");
 }

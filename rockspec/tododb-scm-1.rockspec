@@ -40,9 +40,9 @@ build = {
     ["tododb.core"] = {
       -- Every csrc/*.c (spec/90-rockspec_spec.lua fails when one is missing).
       sources = {
-        "csrc/conn.c", "csrc/connect.c", "csrc/core.c", "csrc/error.c",
-        "csrc/identity.c", "csrc/json.c", "csrc/password.c", "csrc/session.c",
-        "csrc/sql.c", "csrc/todo.c", "csrc/token.c", "csrc/user.c",
+        "csrc/conn.c", "csrc/connect.c", "csrc/core.c", "csrc/decode.c", "csrc/error.c",
+        "csrc/identity.c", "csrc/json.c", "csrc/object.c", "csrc/password.c",
+        "csrc/session.c", "csrc/sql.c", "csrc/todo.c", "csrc/token.c", "csrc/user.c",
         "csrc/validate.c",
       },
       defines = { "_POSIX_C_SOURCE=200809L" },
