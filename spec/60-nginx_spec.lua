@@ -261,6 +261,15 @@ describe("tododb.nginx.failure", function()
   end)
 end)
 
+describe("tododb.nginx.getenv", function()
+  it("reads a variable, and an empty one as unset", function()
+    local probe = [[-e 'local g = require("tododb.nginx").getenv
+      io.write(tostring(g "TDB_SPEC_SET"), " ", tostring(g "TDB_SPEC_EMPTY"), " ", tostring(g "TDB_SPEC_NONE"))']]
+    local out = capture("env -u TDB_SPEC_NONE TDB_SPEC_SET=yes TDB_SPEC_EMPTY= " .. support.interp .. " " .. probe)
+    assert.equal("yes nil nil", out)
+  end)
+end)
+
 -- The API, in each mode -------------------------------------------------------
 
 for _, mode in ipairs { "thread", "worker" } do

@@ -21,11 +21,7 @@ local cjson = require "cjson.safe"
 
 local J = { MIN_INTERVAL = 10 }
 
-local function getenv(name)
-  local v = os.getenv(name)
-  if v == "" then return nil end
-  return v
-end
+local getenv = require("tododb.nginx").getenv
 
 -- Whether tokens are verified against a JWKS (else the own HS256 mode).
 function J.enabled()

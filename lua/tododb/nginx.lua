@@ -39,11 +39,14 @@ local M = {
 
 -- Configuration from the environment ---------------------------------------
 
+-- tododb.nginx.getenv(name) -> value | nil: an empty variable counts as unset
+-- (the one reading of the environment for tododb.nginx and the example).
 local function getenv(name)
   local v = os.getenv(name)
   if v == "" then return nil end
   return v
 end
+M.getenv = getenv
 
 -- The mode of this process: "thread" or "worker".
 function M.mode()
