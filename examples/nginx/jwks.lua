@@ -92,10 +92,6 @@ function J.get(force)
   return body
 end
 
-local function unknown_kid(err)
-  return err.reason == "unknown_kid" or tostring(err.message):find("unknown key id", 1, true)
-end
-
 -- The claims tododb.nginx provisions from ({ iss =, sub =, email = }) |
 -- nil, why, code ("unauthorized" for the token, "unavailable" for no key set).
 function J.identity(token)
@@ -103,12 +99,14 @@ function J.identity(token)
   if not set then return nil, why, "unavailable" end
   local opts = J.options()
   local ok, claims, err = pcall(tododb.token.verify, token, set, opts)
-  if ok and not claims and unknown_kid(err) then
+  if ok and not claims and err.reason == "unknown_kid" then
     local fresh = J.get(true)
     if fresh and fresh ~= set then ok, claims, err = pcall(tododb.token.verify, token, fresh, opts) end
   end
   if not ok then return nil, "key set unusable: " .. tostring(claims), "unavailable" end
-  if not claims then return nil, err.message, "unauthorized" end
+  if not claims then     -- a key set without a usable key is ours to fix, not the client's
+    return nil, err.message, err.reason == "no_usable_key" and "unavailable" or "unauthorized"
+  end
   local email = getenv "TODODB_PROVISION_EMAIL" ~= "off" and type(claims.email) == "string"
     and claims.email or nil
   return { iss = claims.iss, sub = claims.sub, email = email }
