@@ -171,7 +171,8 @@ static void release(tdb_Conn *c) {
 
 /* tododb.core.connect(conninfo [, opts]) -> db | nil, err
  * opts: connect_timeout (seconds, default 10), prepare (default true),
- * pwhash ("interactive" | "moderate" | "min" | {ops=, mem=}). */
+ * pwhash ("interactive" | "moderate" | "min" | {ops=, mem=}),
+ * allow_rls_bypass (sessions on a superuser or BYPASSRLS role). */
 static int conn_connect(lua_State *L) {
   size_t n;
   const char *ci = luaL_checklstring(L, 1, &n);
@@ -196,7 +197,9 @@ static int conn_connect(lua_State *L) {
     }
     lua_getfield(L, 2, "prepare");
     if (!lua_isnil(L, -1)) c->prepare = lua_toboolean(L, -1);
-    lua_pop(L, 2);
+    lua_getfield(L, 2, "allow_rls_bypass");
+    c->allow_rls_bypass = lua_toboolean(L, -1);
+    lua_pop(L, 3);
   }
   if ((parsed = PQconninfoParse(ci, &perr)) == NULL) {
     char buf[1024];
@@ -573,16 +576,36 @@ static int conn_query(lua_State *L) {
   return 2;
 }
 
+int tdb_role_powers(lua_State *L, tdb_Conn *c, int *super, int *bypass, int *owns) {
+  PGresult *r = tdb_run(L, c, NULL, TDB_SQL_INFO, NULL);
+  if (!r) return 2;
+  *super = *bypass = *owns = 0;
+  if (PQntuples(r) > 0) {
+    *super = tdb_get_bool(r, 0, 0);
+    *bypass = tdb_get_bool(r, 0, 1);
+    *owns = tdb_get_bool(r, 0, 2);
+  }
+  PQclear(r);
+  return 0;
+}
+
 /* db:info() -> { server_version, server_version_num, user, database,
- *   rls_bypassed, prepared, ssl } | nil, err */
+ *   rls_bypassed, superuser, bypassrls, owns_tables, can_lower_wall,
+ *   prepared, ssl, libpq_version } | nil, err */
 static int conn_info(lua_State *L) {
   tdb_Conn *c = tdb_check_conn(L, 1);
-  PGresult *r = tdb_run(L, c, NULL, TDB_SQL_INFO, NULL);
-  int bypass;
-  if (!r) return 2;
-  bypass = PQntuples(r) > 0 && tdb_get_bool(r, 0, 0);
-  PQclear(r);
-  lua_createtable(L, 0, 8);
+  int super, bypass, owns;
+  if (tdb_role_powers(L, c, &super, &bypass, &owns)) return 2;
+  lua_createtable(L, 0, 12);
+  lua_pushboolean(L, super);
+  lua_setfield(L, -2, "superuser");
+  lua_pushboolean(L, bypass);
+  lua_setfield(L, -2, "bypassrls");
+  lua_pushboolean(L, owns);
+  lua_setfield(L, -2, "owns_tables");
+  lua_pushboolean(L, super || bypass || owns);
+  lua_setfield(L, -2, "can_lower_wall");
+  bypass = super || bypass;
   lua_pushstring(L, PQparameterStatus(c->pg, "server_version"));
   lua_setfield(L, -2, "server_version");
   lua_pushinteger(L, PQserverVersion(c->pg));

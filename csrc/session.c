@@ -121,12 +121,29 @@ static int touched(lua_State *L, PGresult *r) {
   return 1;
 }
 
-/* db:session(user_or_id) -> Session (no query) | nil, err */
+/* Sessions need a role that row-level security applies to; the first
+ * session of a connection checks (one query), unless opts.allow_rls_bypass.
+ * 0 ok, 2 with nil, err pushed; raises for a role that bypasses it. */
+static int check_role(lua_State *L, tdb_Conn *c) {
+  int super, bypass, owns;
+  if (c->role_ok || c->allow_rls_bypass) return 0;
+  if (tdb_role_powers(L, c, &super, &bypass, &owns)) return 2;
+  if (super || bypass)
+    return luaL_error(L, "tododb: no sessions on role %s: it is %s, so row-level security does "
+                      "not apply to it; connect as the runtime role (README: Security), or "
+                      "pass allow_rls_bypass = true", PQuser(c->pg),
+                      super ? "a superuser" : "BYPASSRLS");
+  c->role_ok = 1;
+  return 0;
+}
+
+/* db:session(user_or_id) -> Session | nil, err (the connection's first
+ * session checks its role) */
 static int session_new(lua_State *L) {
   tdb_Conn *c = tdb_check_conn(L, 1);
   long long id;
   tdb_Session *s;
-  if (tdb_check_user_id(L, 2, &id)) return 2;
+  if (tdb_check_user_id(L, 2, &id) || check_role(L, c)) return 2;
   s = tdb_newudata(L, sizeof *s);
   s->conn = c;
   s->user_id = id;

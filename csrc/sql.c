@@ -31,21 +31,30 @@
  * join uses must.n: an unused column would be optimised away, error and all. */
 #define MUST(stmt) "WITH t AS (" stmt ") SELECT t.* FROM" \
   " (SELECT 1 / count(*) FROM t) AS must(n) LEFT JOIN t ON must.n = 1"
+/* Reserves k todo ids of user $1; last_id is the highest of them. */
+#define NEXT_IDS(k) \
+  "INSERT INTO todo_counters AS c (user_id, last_id) VALUES ($1, " k ")" \
+  " ON CONFLICT (user_id) DO UPDATE SET last_id = c.last_id + " k " RETURNING c.last_id"
 
 const tdb_Sql tdb_sql[TDB_NSQL] = {
   [TDB_SQL_SET_USER] = { "tdb_set_user",
     "SELECT set_config('tododb.user_id', $1, true)", 1, 1 },
+  /* Could this role lower the wall: superuser, BYPASSRLS, or owner (or a
+   * member of the owner role) of a table under row-level security? */
   [TDB_SQL_INFO] = { "tdb_info",
-    "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = current_user", 0, 1 },
+    "SELECT r.rolsuper, r.rolbypassrls, coalesce((SELECT bool_or(pg_has_role(c.relowner,"
+    " 'MEMBER')) FROM pg_class c WHERE c.oid IN (to_regclass('todos'), to_regclass('users'),"
+    " to_regclass('todo_counters'))), false) FROM pg_roles r WHERE r.rolname = current_user",
+    0, 1 },
 
   [TDB_SQL_USER_INSERT] = { "tdb_user_insert",
     "INSERT INTO users (email, hashed_password) VALUES ($1, $2) RETURNING " USER_COLS, 2, 0 },
   [TDB_SQL_USER_BY_ID] = { "tdb_user_by_id",
     "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1 },
   [TDB_SQL_USER_BY_EMAIL] = { "tdb_user_by_email",
-    "SELECT " USER_COLS " FROM users WHERE lower(btrim(email)) = lower($1)", 1, 1 },
+    "SELECT " USER_COLS " FROM users WHERE email = $1", 1, 1 },
   [TDB_SQL_USER_AUTH] = { "tdb_user_auth",
-    "SELECT " USER_COLS ", hashed_password FROM users WHERE lower(btrim(email)) = lower($1)", 1, 1 },
+    "SELECT " USER_COLS ", hashed_password FROM users WHERE email = $1", 1, 1 },
   [TDB_SQL_USER_HASH] = { "tdb_user_hash",
     "SELECT " USER_COLS ", hashed_password FROM users WHERE id = $1", 1, 1 },
   /* Compare-and-set: a concurrent password change is not overwritten. */
@@ -62,13 +71,17 @@ const tdb_Sql tdb_sql[TDB_NSQL] = {
   [TDB_SQL_USER_LIST] = { "tdb_user_list",
     "SELECT " USER_COLS " FROM users WHERE id > $1 ORDER BY id LIMIT $2", 2, 1 },
 
+  /* Ids count per user: the statement takes the next one (or a block of
+   * them) from the user's row of todo_counters, locking it until commit. */
   [TDB_SQL_TODO_INSERT] = { "tdb_todo_insert",
-    "INSERT INTO todos (user_id, title, description, completed)"
-    " VALUES ($1, $2, $3, coalesce($4::bool, false)) RETURNING " TODO_COLS, 4, 0 },
+    "WITH n AS (" NEXT_IDS("1") ")"
+    " INSERT INTO todos (user_id, id, title, description, completed)"
+    " SELECT $1, n.last_id, $2, $3, coalesce($4::bool, false) FROM n RETURNING " TODO_COLS, 4, 0 },
   [TDB_SQL_TODO_INSERT_MANY] = { "tdb_todo_insert_many",
-    "INSERT INTO todos (user_id, title, description, completed)"
-    " SELECT $1, t, d, coalesce(c, false)"
-    " FROM unnest($2::text[], $3::text[], $4::bool[]) AS u(t, d, c)", 4, 0 },
+    "WITH n AS (" NEXT_IDS("cardinality($2::text[])") ")"
+    " INSERT INTO todos (user_id, id, title, description, completed)"
+    " SELECT $1, n.last_id - cardinality($2::text[]) + u.i, u.t, u.d, coalesce(u.c, false)"
+    " FROM n, unnest($2::text[], $3::text[], $4::bool[]) WITH ORDINALITY AS u(t, d, c, i)", 4, 0 },
   [TDB_SQL_TODO_GET] = { "tdb_todo_get", TODO_GET, 2, 1 },
   [TDB_SQL_TODO_UPDATE] = { "tdb_todo_update", TODO_UPDATE, 7, 0 },
   [TDB_SQL_TODO_TOGGLE] = { "tdb_todo_toggle", TODO_TOGGLE, 2, 0 },

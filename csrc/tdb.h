@@ -117,6 +117,8 @@ typedef struct tdb_Conn {
    * never reconnects or retries, and notes conflicts in tx_conflict. */
   const void *tx;
   int tx_conflict;              /* a statement in it failed with 40001/40P01 */
+  int allow_rls_bypass;         /* opts.allow_rls_bypass: sessions on any role */
+  int role_ok;                  /* the role was checked: sessions may run */
   char dummy_hash[128];         /* crypto_pwhash_STRBYTES, made on first use */
 } tdb_Conn;
 
@@ -141,6 +143,9 @@ PGresult *tdb_exec(lua_State *L, tdb_Conn *c, const char *sql);
 int tdb_run_batch(lua_State *L, tdb_Conn *c, const char *const *head, int nhead,
                   int n, const int *ids, const char *const *const *vals,
                   const char *tail, PGresult **res);
+/* Reads the current role's powers over the wall (superuser, BYPASSRLS,
+ * owns the tables): 0 ok, 2 with nil, err pushed. */
+int tdb_role_powers(lua_State *L, tdb_Conn *c, int *super, int *bypass, int *owns);
 /* Builds the Connection class from conn.c's methods and these lists, and
  * sets tododb.core.Connection to its method table (where Lua adds more). */
 void tdb_conn_open(lua_State *L);
@@ -162,7 +167,7 @@ long tdb_utf8_len(const char *s, size_t n);
 /* Bytes in the well-formed UTF-8 sequence at s (n > 0 bytes left), 0 when
  * there is none. A NUL byte is a sequence of one. The one UTF-8 validator. */
 size_t tdb_utf8_next(const char *s, size_t n);
-/* Validates and normalises (trim, lower-case ASCII) an email into buf
+/* Validates and normalises (ASCII only; trim, lower-case) an email into buf
  * (at least 256 bytes). Returns NULL or a message naming the broken rule. */
 const char *tdb_check_email(const char *s, size_t n, char *buf, size_t *outlen);
 /* Trims title (ASCII white space) and checks 1-200 characters of UTF-8;

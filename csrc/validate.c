@@ -113,9 +113,11 @@ const char *tdb_check_email(const char *s, size_t n, char *buf, size_t *outlen) 
   while (n > 0 && is_space((unsigned char)s[n - 1])) n--;
   if (n == 0) return "email is required";
   if (n > EMAIL_MAX) return "email must be at most 254 characters";
-  if (tdb_utf8_len(s, n) < 0) return "email must be valid UTF-8 without NUL bytes";
   for (i = 0; i < n; i++) {
     unsigned char ch = (unsigned char)s[i];
+    /* ASCII only: one spelling per address, with no look-alike letters
+     * (U+212A KELVIN SIGN), other normal forms or invisible characters. */
+    if (ch >= 0x80) return "email must be ASCII (an international domain in punycode, xn--...)";
     if (ch <= 0x20 || ch == 0x7F) return "email must not contain spaces or control characters";
     buf[i] = (char)(ch >= 'A' && ch <= 'Z' ? ch + 32 : ch);
     if (ch == '@') { ats++; at = buf + i; }

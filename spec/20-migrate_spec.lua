@@ -6,9 +6,9 @@ local system = require "system"
 -- The advisory lock key migrate.lua takes (pg_advisory_xact_lock).
 local LOCK_KEY = assert(migrate.LOCK_KEY)
 
--- An empty schema: everything the test role owns dropped, nothing migrated.
+-- An empty schema: everything the owner role owns dropped, nothing migrated.
 local function empty()
-  local db = S.connect()
+  local db = S.owner()
   assert(db:exec "DROP OWNED BY current_user")
   return db
 end
@@ -36,7 +36,7 @@ describe("db:migrate", function()
     local res, err = db:migrate()
     assert.is_nil(err)
     assert.same(migrate.list, res.applied)
-    assert.same({ "tododb_migrations", "todos", "user_identities", "users" }, tables(db))
+    assert.same({ "todo_counters", "tododb_migrations", "todos", "user_identities", "users" }, tables(db))
     local rows = applied_rows(db)
     assert.equal(#migrate.list, #rows)
     assert.equal(1, rows[1].version)
@@ -92,7 +92,7 @@ describe("two processes migrating at once", function()
   local db, holder
   before_each(function()
     db = empty()
-    holder = S.connect()
+    holder = S.owner()
   end)
   after_each(function()
     holder:exec "ROLLBACK"
@@ -109,7 +109,7 @@ describe("two processes migrating at once", function()
       res, err = db:migrate()
       if not res then print("FAIL %s migrate " .. tostring(err)) os.exit(1) end
       print("OK %s " .. #res.applied)
-    ]]):format(url or S.url, tag, tag, tag)
+    ]]):format(url or S.owner_url, tag, tag, tag)
     return S.spawn_lua(script)
   end
 
@@ -142,7 +142,7 @@ describe("two processes migrating at once", function()
     -- each migration applied once, by one or the other; the other found it done
     assert.equal(#migrate.list, n_a + n_b)
     assert.equal(#migrate.list, #applied_rows(db))
-    assert.same({ "tododb_migrations", "todos", "user_identities", "users" }, tables(db))
+    assert.same({ "todo_counters", "tododb_migrations", "todos", "user_identities", "users" }, tables(db))
   end)
 
   -- The lock must be held before the transaction's snapshot is taken, or a
@@ -151,7 +151,7 @@ describe("two processes migrating at once", function()
     it("apply the migration exactly once under default_transaction_isolation = " .. level, function()
       local opt = ("-c default_transaction_isolation=" .. level:gsub(" ", "\\ "))
         :gsub("[^%w%-_.]", function(ch) return ("%%%02X"):format(ch:byte()) end)
-      local url = S.url .. (S.url:find("?", 1, true) and "&" or "?") .. "options=" .. opt
+      local url = S.owner_url .. (S.owner_url:find("?", 1, true) and "&" or "?") .. "options=" .. opt
       local probe = assert(require("tododb").connect(url, S.opts()))
       assert.equal(level, probe:query "SHOW default_transaction_isolation"[1].default_transaction_isolation)
       probe:close()
@@ -170,7 +170,7 @@ describe("two processes migrating at once", function()
       end
       assert.is_true(all_blocked, "every migrator should have waited on the lock")
       assert.equal(#require("tododb.migrate").list, applied)
-      assert.same({ "tododb_migrations", "todos", "user_identities", "users" }, tables(db))
+      assert.same({ "todo_counters", "tododb_migrations", "todos", "user_identities", "users" }, tables(db))
     end)
   end
 end)

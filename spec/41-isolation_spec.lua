@@ -46,7 +46,8 @@ describe("isolation between users", function()
       sessions[i], model[i], uids[i] = db:session(u), {}, u.id
     end
     local pool = {}               -- every id ever made, for all users
-    local owner_of = {}           -- id -> user index while it exists
+    local exists = {}             -- "user:id" -> true while it exists (ids count per user)
+    local last_id = {}            -- user -> highest id it was given
     local junk = { 0, -1, 2 ^ 62, "99999999999999999999", "-5", 987654321 }
     local step, what = 0, ""
 
@@ -83,7 +84,7 @@ describe("isolation between users", function()
     end
     local function owned(u, id)
       local k = key(id)
-      return k and owner_of[k] == u and k or nil
+      return k and exists[u .. ":" .. k] and k or nil
     end
 
     local ops = {}
@@ -95,10 +96,12 @@ describe("isolation between users", function()
       local t, err = s:create_todo { title = raw, description = draw, completed = done }
       if not title then return expect_err("invalid", t, err) end
       check(t ~= nil, "create failed: " .. tostring(err and err.message))
-      check(owner_of[t.id] == nil, "reused id " .. tostring(t.id))
+      -- Each user's ids count 1, 2, 3 …: never reused, whatever others do.
+      eq((last_id[u] or 0) + 1, t.id, "the user's next id")
+      last_id[u] = t.id
       local m = { id = t.id, title = title, description = desc, completed = done }
       model[u][#model[u] + 1] = m
-      owner_of[t.id] = u
+      exists[u .. ":" .. t.id] = true
       pool[#pool + 1] = t.id
       same_todo(u, m, t)
     end
@@ -157,7 +160,7 @@ describe("isolation between users", function()
       if not k then return expect_err("not_found", ok, err) end
       eq(true, ok, "delete result")
       table.remove(model[u], (find(u, k)))
-      owner_of[k] = nil
+      exists[u .. ":" .. k] = nil
     end
     function ops.list(u, s)
       local opts = { limit = math.random(1, 25) }
@@ -218,7 +221,7 @@ describe("isolation between users", function()
       what = ("user %d delete_completed"):format(u)
       local keep, n = {}, 0
       for _, m in ipairs(model[u]) do
-        if m.completed then n = n + 1; owner_of[m.id] = nil else keep[#keep + 1] = m end
+        if m.completed then n = n + 1; exists[u .. ":" .. m.id] = nil else keep[#keep + 1] = m end
       end
       model[u] = keep
       eq(n, s:delete_completed(), "deleted")

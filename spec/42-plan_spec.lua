@@ -174,9 +174,10 @@ describe("query plans over 200 000 rows", function()
       SET session_replication_role = replica;
       INSERT INTO users (email, hashed_password)
         SELECT 'plan' || g || '@example.com', 'x' FROM generate_series(1, 20) g;
-      INSERT INTO todos (user_id, title, description, completed)
-        SELECT u.ids[1 + g % 20], 'todo ' || g, CASE WHEN g % 5 = 0 THEN 'd' END, g % 3 = 0
+      INSERT INTO todos (user_id, id, title, description, completed)
+        SELECT u.ids[1 + g % 20], g, 'todo ' || g, CASE WHEN g % 5 = 0 THEN 'd' END, g % 3 = 0
         FROM (SELECT array_agg(id ORDER BY id) AS ids FROM users) u, generate_series(1, 200000) g;
+      INSERT INTO todo_counters (user_id, last_id) SELECT user_id, max(id) FROM todos GROUP BY user_id;
       ANALYZE users;
       ANALYZE todos;
       RESET session_replication_role;

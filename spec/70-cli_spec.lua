@@ -27,7 +27,8 @@ local BIN = TOP .. "/bin/tododb"
 local ENV = "env -u LUA_PATH -u LUA_CPATH -u LUA_PATH_5_4 -u LUA_CPATH_5_4 -u TODODB_DEBUG"
   .. (S.interp ~= "lua5.4" and " -u LD_PRELOAD -u TDB_BUILD" or "")
 
--- run(args [, stdin [, url]]) -> status, stdout, stderr
+-- run(args [, stdin [, url]]) -> status, stdout, stderr; by default as the
+-- owner role, as an operator runs it (migrations need the owner).
 local function run(args, stdin, url)
   local inf, outf, errf = os.tmpname(), os.tmpname(), os.tmpname()
   local f = assert(io.open(inf, "wb"))
@@ -36,7 +37,7 @@ local function run(args, stdin, url)
   local words = {}
   for i, a in ipairs(args) do words[i] = q(a) end
   local cmd = ("%s DATABASE_URL=%s %s %s <%s >%s 2>%s; echo $?"):format(
-    ENV, q(url or S.url), q(BIN), table.concat(words, " "), q(inf), q(outf), q(errf))
+    ENV, q(url or S.owner_url), q(BIN), table.concat(words, " "), q(inf), q(outf), q(errf))
   local p = assert(io.popen(cmd))
   local status = tonumber(p:read "*a")
   p:close()
@@ -82,7 +83,7 @@ end
 describe("bin/tododb", function()
   local db
   before_each(function()
-    db = S.connect()
+    db = S.owner()
     assert(db:exec "DROP OWNED BY current_user")
   end)
   after_each(function() if db then db:close() end end)

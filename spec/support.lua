@@ -6,6 +6,10 @@ local S = {}
 
 S.url = assert(os.getenv "DATABASE_URL", "DATABASE_URL is not set (run the specs with make test)")
 S.admin_url = os.getenv "TODODB_ADMIN_URL"     -- superuser URL, or nil
+-- The role that owns the tables and runs the migrations; without one, the
+-- runtime role does both (a one-role deployment).
+S.owner_url = os.getenv "TODODB_OWNER_URL" or S.url
+S.two_roles = S.owner_url ~= S.url
 S.interp = os.getenv "TDB_INTERP" or "lua5.4"
 S.int64 = tododb.core.int64                      -- false on LuaJIT
 
@@ -21,12 +25,19 @@ function S.connect(extra)
   return assert(tododb.connect(S.url, S.opts(extra)))
 end
 
--- A connection to an empty, freshly migrated schema.
+-- A connection as the owner role (migrations, schema changes).
+function S.owner(extra)
+  return assert(tododb.connect(S.owner_url, S.opts(extra)))
+end
+
+-- An empty schema, freshly migrated by the owner role; returns a connection
+-- as the runtime role.
 function S.fresh(extra)
-  local db = S.connect(extra)
-  assert(db:exec "DROP OWNED BY current_user")
-  assert(db:migrate())
-  return db
+  local owner = S.owner()
+  assert(owner:exec "DROP OWNED BY current_user")
+  assert(owner:migrate())
+  owner:close()
+  return S.connect(extra)
 end
 
 -- Processes the specs start -------------------------------------------------

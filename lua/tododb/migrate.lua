@@ -7,7 +7,7 @@ local core = require "tododb.core"
 local M = {}
 
 -- The migrations, in order. A file's name is NNNN_name.sql.
-M.list = { "0001_init", "0004_identities" }
+M.list = { "0001_init", "0002_identity", "0004_identities" }
 
 local LOCK_KEY = 7305620261125 -- pg_advisory_xact_lock key of tododb
 M.LOCK_KEY = LOCK_KEY
@@ -96,10 +96,15 @@ function M.migrate(db)
   local status
   status, err = M.status(db, list)
   if not status then return nil, err end
+  local pending = false
   for i, s in ipairs(status) do
     if s.applied and not s.checksum_ok then return tampered(list[i], { checksum = s.applied_checksum }) end
+    pending = pending or not s.applied
   end
   local result = { applied = {} }
+  -- Up to date: nothing is written, so the runtime role (which may not
+  -- create or change tables) can call migrate() at start-up too.
+  if not pending then return result end
   for _, m in ipairs(list) do
     local ok, did = apply(db, m)
     if not ok then return nil, did end
