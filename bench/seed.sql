@@ -9,7 +9,7 @@
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
 BEGIN;
-TRUNCATE todos RESTART IDENTITY;
+TRUNCATE todos, todo_counters;
 DELETE FROM users WHERE email <> 'bench-0001@example.com';
 DROP TABLE IF EXISTS bench_seed;
 INSERT INTO users (email, hashed_password)
@@ -20,13 +20,15 @@ INSERT INTO users (email, hashed_password)
 INSERT INTO users (email, hashed_password)
   SELECT 'bench-bulk@example.com', hashed_password FROM users
   WHERE email = 'bench-0001@example.com';
-INSERT INTO todos (user_id, title, description, completed)
-  SELECT u.id, 'Seeded todo ' || g,
+-- Ids count per user (migration 0002): todo g of each user has id g.
+INSERT INTO todos (user_id, id, title, description, completed)
+  SELECT u.id, g, 'Seeded todo ' || g,
          CASE WHEN g % 3 = 0 THEN 'Description of seeded todo ' || g END,
          g % 4 = 0
   FROM generate_series(1, :per_user) g
   CROSS JOIN (SELECT id FROM users WHERE email ~ '^bench-[0-9]{4}@') u
   ORDER BY g, u.id;
+INSERT INTO todo_counters (user_id, last_id) SELECT user_id, max(id) FROM todos GROUP BY user_id;
 -- The marker: present only when the whole seed committed.
 CREATE TABLE bench_seed (users int NOT NULL, per_user int NOT NULL,
                          max_id bigint NOT NULL, seeded_at timestamptz NOT NULL DEFAULT now());

@@ -161,6 +161,7 @@ static int ensure(lua_State *L, tdb_Conn *c) {
 /* Frees what the connection holds; idempotent (close, __gc, __close and a
  * failed connect all end here). */
 static void release(tdb_Conn *c) {
+  sodium_memzero(c->cursor_keys, sizeof c->cursor_keys);
   if (c->pg) { PQfinish(c->pg); c->pg = NULL; }
   if (c->conninfo) {
     sodium_memzero(c->conninfo, strlen(c->conninfo));
@@ -172,7 +173,8 @@ static void release(tdb_Conn *c) {
 /* tododb.core.connect(conninfo [, opts]) -> db | nil, err
  * opts: connect_timeout (seconds, default 10), prepare (default true),
  * pwhash ("interactive" | "moderate" | "min" | {ops=, mem=}),
- * allow_rls_bypass (sessions on a superuser or BYPASSRLS role). */
+ * allow_rls_bypass (sessions on a superuser or BYPASSRLS role),
+ * cursor_key (a secret of 32+ bytes, or { current, previous… }). */
 static int conn_connect(lua_State *L) {
   size_t n;
   const char *ci = luaL_checklstring(L, 1, &n);
@@ -188,6 +190,7 @@ static int conn_connect(lua_State *L) {
   c->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
   c->prepare = 1;
   tdb_password_config(L, 2, c);
+  tdb_cursor_config(L, 2, c);
   if (lua_istable(L, 2)) {
     lua_getfield(L, 2, "connect_timeout");
     if (!lua_isnil(L, -1)) {

@@ -1,6 +1,7 @@
 /* session.c: Session — (connection, user id). Every todo operation lives
  * here; each statement carries user_id = $1 and runs with tododb.user_id
  * set transaction-locally in the same pipeline (tdb_run). */
+#include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
 #include "tdb.h"
@@ -18,9 +19,60 @@ typedef struct tdb_Session {
   int tx;                              /* 1: a transaction's session; -1: it ended */
 } tdb_Session;
 
-/* Cursors are MAC'd so that a changed or foreign cursor is refused; they are
- * applied only inside the owner's rows, so the key need not be secret. */
-static const unsigned char cursor_key[crypto_generichash_KEYBYTES] = "tododb cursor authentication 1";
+/* Cursors carry a MAC over (user, filters, position) so that a changed or
+ * foreign cursor is refused. With a per-deployment secret (opts.cursor_key or
+ * $TODODB_CURSOR_KEY) only the deployment can make one. Without it the key is
+ * this public constant: the MAC is then a checksum anyone can compute — still
+ * harmless, as a cursor is applied only inside its owner's rows. */
+static const unsigned char public_cursor_key[crypto_generichash_KEYBYTES] =
+  "tododb public cursor checksum 1";
+#define CURSOR_KEY_MIN 32
+
+/* Derives the 32-byte MAC key of a secret into c (at most TDB_CURSOR_KEYS). */
+static void add_cursor_key(tdb_Conn *c, const char *k, size_t n) {
+  crypto_generichash(c->cursor_keys[c->ncursor_keys++], crypto_generichash_KEYBYTES,
+                     (const unsigned char *)k, n, NULL, 0);
+}
+
+/* One secret at stack index idx: a string of at least 32 bytes, else raises. */
+static void check_cursor_key(lua_State *L, int idx, int arg, tdb_Conn *c) {
+  size_t n;
+  const char *k;
+  if (lua_type(L, idx) != LUA_TSTRING)
+    luaL_argerror(L, arg, lua_pushfstring(L, "cursor_key must be a string or an array of "
+                                          "strings, got %s", luaL_typename(L, idx)));
+  k = lua_tolstring(L, idx, &n);
+  if (n < CURSOR_KEY_MIN) luaL_argerror(L, arg, "cursor_key must be at least 32 bytes");
+  add_cursor_key(c, k, n);
+}
+
+void tdb_cursor_config(lua_State *L, int idx, tdb_Conn *c) {
+  const char *env;
+  c->ncursor_keys = 0;
+  if (lua_istable(L, idx)) {
+    lua_getfield(L, idx, "cursor_key");
+    if (lua_istable(L, -1)) {               /* { current, previous … } */
+      int n = (int)tdb_rawlen(L, -1);
+      if (n < 1 || n > TDB_CURSOR_KEYS)
+        luaL_argerror(L, idx, "cursor_key must list 1 to 4 keys");
+      for (int i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        check_cursor_key(L, -1, idx, c);
+        lua_pop(L, 1);
+      }
+    } else if (!lua_isnil(L, -1))
+      check_cursor_key(L, -1, idx, c);
+    lua_pop(L, 1);
+    if (c->ncursor_keys) return;
+  }
+  /* $TODODB_CURSOR_KEY, then $TODODB_CURSOR_KEY_PREVIOUS during a rotation. */
+  for (int i = 0; i < 2; i++) {
+    const char *name = i ? "TODODB_CURSOR_KEY_PREVIOUS" : "TODODB_CURSOR_KEY";
+    if ((env = getenv(name)) == NULL || !*env || (i && !c->ncursor_keys)) continue;
+    if (strlen(env) < CURSOR_KEY_MIN) luaL_error(L, "%s must be at least 32 bytes", name);
+    add_cursor_key(c, env, strlen(env));
+  }
+}
 
 /* The session at idx and its open connection (raises when closed). */
 static tdb_Session *check_session(lua_State *L, int idx, tdb_Conn **c) {
@@ -132,7 +184,8 @@ static int check_role(lua_State *L, tdb_Conn *c) {
     return luaL_error(L, "tododb: no sessions on role %s: it is %s, so row-level security does "
                       "not apply to it; connect as the runtime role (README: Security), or "
                       "pass allow_rls_bypass = true", PQuser(c->pg),
-                      super ? "a superuser" : "BYPASSRLS");
+                      super ? "a superuser"
+                            : "BYPASSRLS (itself or through a role it can SET ROLE to)");
   c->role_ok = 1;
   return 0;
 }
@@ -246,12 +299,14 @@ static int session_delete(lua_State *L) {
 
 /* ---- listing ------------------------------------------------------------ */
 
-static void cursor_mac(const tdb_Session *s, const unsigned char *head,
+/* The MAC under key k (k NULL: the connection's current key). */
+static void cursor_mac(const tdb_Session *s, const unsigned char *k, const unsigned char *head,
                        const char *search, size_t n, unsigned char *mac) {
   crypto_generichash_state st;
   unsigned char uid[8];
   for (int i = 0; i < 8; i++) uid[i] = (unsigned char)((unsigned long long)s->user_id >> (56 - 8 * i));
-  crypto_generichash_init(&st, cursor_key, sizeof cursor_key, 8);
+  if (!k) k = s->conn->ncursor_keys ? s->conn->cursor_keys[0] : public_cursor_key;
+  crypto_generichash_init(&st, k, crypto_generichash_KEYBYTES, 8);
   crypto_generichash_update(&st, uid, sizeof uid);
   crypto_generichash_update(&st, head, 10);
   crypto_generichash_update(&st, (const unsigned char *)search, n);
@@ -265,7 +320,7 @@ static void push_cursor(lua_State *L, const tdb_Session *s, int flags, long long
   b[0] = CURSOR_VERSION;
   b[1] = (unsigned char)flags;
   for (int i = 0; i < 8; i++) b[2 + i] = (unsigned char)((unsigned long long)last >> (56 - 8 * i));
-  cursor_mac(s, b, search, n, b + 10);
+  cursor_mac(s, NULL, b, search, n, b + 10);
   sodium_bin2base64(out, sizeof out, b, sizeof b, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
   lua_pushstring(L, out);
 }
@@ -280,8 +335,11 @@ static int read_cursor(const tdb_Session *s, const char *cur, size_t len, int fl
                                     sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0
       || got != CURSOR_BYTES || b[0] != CURSOR_VERSION || b[1] != flags)
     return 0;
-  cursor_mac(s, b, search, n, mac);
-  if (sodium_memcmp(mac, b + 10, 8) != 0) return 0;
+  for (int k = 0; ; k++) {             /* the current key, then older ones */
+    cursor_mac(s, k < s->conn->ncursor_keys ? s->conn->cursor_keys[k] : NULL, b, search, n, mac);
+    if (sodium_memcmp(mac, b + 10, 8) == 0) break;
+    if (k + 1 >= s->conn->ncursor_keys) return 0;
+  }
   for (int i = 0; i < 8; i++) v = (v << 8) | b[2 + i];
   if (v > (unsigned long long)LLONG_MAX) return 0;
   *last = (long long)v;

@@ -39,10 +39,12 @@
 const tdb_Sql tdb_sql[TDB_NSQL] = {
   [TDB_SQL_SET_USER] = { "tdb_set_user",
     "SELECT set_config('tododb.user_id', $1, true)", 1, 1 },
-  /* Could this role lower the wall: superuser, BYPASSRLS, or owner (or a
-   * member of the owner role) of a table under row-level security? */
+  /* Could this role lower the wall: superuser; BYPASSRLS itself or through
+   * a role it can SET ROLE to (Neon's neon_superuser); owner (or member of
+   * the owner role) of a table under row-level security? */
   [TDB_SQL_INFO] = { "tdb_info",
-    "SELECT r.rolsuper, r.rolbypassrls, coalesce((SELECT bool_or(pg_has_role(c.relowner,"
+    "SELECT r.rolsuper, EXISTS (SELECT FROM pg_roles b WHERE (b.rolbypassrls OR b.rolsuper)"
+    " AND pg_has_role(b.oid, 'MEMBER')), coalesce((SELECT bool_or(pg_has_role(c.relowner,"
     " 'MEMBER')) FROM pg_class c WHERE c.oid IN (to_regclass('todos'), to_regclass('users'),"
     " to_regclass('todo_counters'))), false) FROM pg_roles r WHERE r.rolname = current_user",
     0, 1 },

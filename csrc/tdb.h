@@ -101,6 +101,7 @@ double tdb_now(void);
 PGconn *tdb_connect(const char *conninfo, double timeout, tdb_ConnectError *e);
 
 /* conn.c -------------------------------------------------------------- */
+#define TDB_CURSOR_KEYS 4
 typedef struct tdb_Conn {
   PGconn *pg;
   char *conninfo;               /* kept for reconnects; wiped on close */
@@ -119,6 +120,8 @@ typedef struct tdb_Conn {
   int tx_conflict;              /* a statement in it failed with 40001/40P01 */
   int allow_rls_bypass;         /* opts.allow_rls_bypass: sessions on any role */
   int role_ok;                  /* the role was checked: sessions may run */
+  int ncursor_keys;             /* 0: cursors carry a public checksum */
+  unsigned char cursor_keys[TDB_CURSOR_KEYS][32];  /* current first, then previous */
   char dummy_hash[128];         /* crypto_pwhash_STRBYTES, made on first use */
 } tdb_Conn;
 
@@ -250,6 +253,9 @@ void tdb_push_todo(lua_State *L, const PGresult *r, int row);
 void tdb_todo_open(lua_State *L);
 /* Sets tododb.core.Session to the Session method table. */
 void tdb_session_open(lua_State *L);
+/* Reads opts.cursor_key (opts at idx, may be absent), else $TODODB_CURSOR_KEY
+ * (and $TODODB_CURSOR_KEY_PREVIOUS), into c; raises when bad. */
+void tdb_cursor_config(lua_State *L, int idx, tdb_Conn *c);
 void tdb_token_open(lua_State *L);
 
 /* decode.c: values out of a PGresult ------------------------------------- */
