@@ -1,5 +1,5 @@
 /* password.c: argon2id through libsodium — hash, verify, needs_rehash and
- * the dummy verification that makes an unknown email cost a real check. */
+ * the dummy verification that makes an unknown email cost what a known one does. */
 #include <stdio.h>
 #include <string.h>
 #include <sodium.h>
@@ -58,16 +58,33 @@ int tdb_password_needs_rehash(tdb_Conn *c, const char *hash) {
   return (unsigned long long)m_kib * 1024 <= c->pwhash_mem && t <= c->pwhash_ops;
 }
 
-/* One verification that always fails, at the connection's cost. The dummy
- * hash is made once per connection, from a random password. */
-void tdb_password_dummy(tdb_Conn *c, const char *pw, size_t n) {
-  if (!c->dummy_hash[0]) {
-    unsigned char rnd[16];
-    randombytes_buf(rnd, sizeof rnd);
-    if (crypto_pwhash_str(c->dummy_hash, (const char *)rnd, sizeof rnd,
-                          c->pwhash_ops, c->pwhash_mem) != 0)
-      c->dummy_hash[0] = '\0';
+/* One verification that always fails, at the argon2id parameters `params`
+ * ("$argon2id$v=19$m=…,t=…,p=…$", as a stored hash starts) or, when NULL or
+ * unusable, at the connection's cost. The dummy hash is assembled from the
+ * parameters and random salt and tag: verifying it costs exactly what
+ * verifying a real hash with those parameters costs, and nothing is hashed
+ * beforehand, so a connection's first login costs no more than its others. */
+void tdb_password_dummy(tdb_Conn *c, const char *params, const char *pw, size_t n) {
+  unsigned char salt[16], tag[32];
+  char hash[crypto_pwhash_STRBYTES];
+  unsigned long m_kib = 0, t = 0;
+  unsigned p = 0;
+  size_t len;
+  if (!params || sscanf(params, "$argon2id$v=19$m=%lu,t=%lu,p=%u$", &m_kib, &t, &p) != 3
+      || m_kib < crypto_pwhash_MEMLIMIT_MIN / 1024 || m_kib > 4194304UL || t < 1 || t > 64
+      || p != 1) {
+    m_kib = (unsigned long)(c->pwhash_mem / 1024);
+    t = (unsigned long)c->pwhash_ops;
   }
-  if (c->dummy_hash[0] && crypto_pwhash_str_verify(c->dummy_hash, pw, n) == 0)
-    c->dummy_hash[0] = '\0';                /* cannot happen; never a match */
+  randombytes_buf(salt, sizeof salt);
+  randombytes_buf(tag, sizeof tag);
+  snprintf(hash, sizeof hash, "$argon2id$v=19$m=%lu,t=%lu,p=1$", m_kib, t);
+  len = strlen(hash);
+  sodium_bin2base64(hash + len, sizeof hash - len, salt, sizeof salt,
+                    sodium_base64_VARIANT_ORIGINAL_NO_PADDING);
+  len = strlen(hash);
+  hash[len++] = '$';
+  sodium_bin2base64(hash + len, sizeof hash - len, tag, sizeof tag,
+                    sodium_base64_VARIANT_ORIGINAL_NO_PADDING);
+  if (crypto_pwhash_str_verify(hash, pw, n) == 0) sodium_memzero(hash, sizeof hash); /* never */
 }

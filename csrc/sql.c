@@ -55,8 +55,17 @@ const tdb_Sql tdb_sql[TDB_NSQL] = {
     "SELECT " USER_COLS " FROM users WHERE id = $1", 1, 1 },
   [TDB_SQL_USER_BY_EMAIL] = { "tdb_user_by_email",
     "SELECT " USER_COLS " FROM users WHERE email = $1", 1, 1 },
+  /* The account, if any, and the argon2id parameters of a stand-in account
+   * (id NULL): the first account with a password from id $2 mod (max id + 1), $2 a hash of
+   * the email. An unknown email is checked at the cost of a stand-in chosen
+   * from all accounts, the same one for the same email every time. */
   [TDB_SQL_USER_AUTH] = { "tdb_user_auth",
-    "SELECT " USER_COLS ", hashed_password FROM users WHERE email = $1", 1, 1 },
+    "(SELECT " USER_COLS ", hashed_password FROM users WHERE email = $1)"
+    " UNION ALL (SELECT NULL, NULL, NULL, NULL, substring(hashed_password"
+    " FROM '^\\$argon2id\\$v=[0-9]+\\$m=[0-9]+,t=[0-9]+,p=[0-9]+\\$')"
+    " FROM users WHERE id >= (SELECT $2::bigint % (max(id) + 1) FROM users)"
+    " AND hashed_password IS NOT NULL"
+    " ORDER BY id LIMIT 1)", 2, 1 },
   [TDB_SQL_USER_HASH] = { "tdb_user_hash",
     "SELECT " USER_COLS ", hashed_password FROM users WHERE id = $1", 1, 1 },
   /* Compare-and-set: a concurrent password change is not overwritten. */

@@ -122,7 +122,6 @@ typedef struct tdb_Conn {
   int role_ok;                  /* the role was checked: sessions may run */
   int ncursor_keys;             /* 0: cursors carry a public checksum */
   unsigned char cursor_keys[TDB_CURSOR_KEYS][32];  /* current first, then previous */
-  char dummy_hash[128];         /* crypto_pwhash_STRBYTES, made on first use */
 } tdb_Conn;
 
 /* The open connection at idx; raises when it is closed. */
@@ -234,7 +233,9 @@ void tdb_password_config(lua_State *L, int idx, tdb_Conn *c);
 int tdb_password_hash(tdb_Conn *c, const char *pw, size_t n, char *out);
 int tdb_password_verify(const char *hash, const char *pw, size_t n);
 int tdb_password_needs_rehash(tdb_Conn *c, const char *hash);
-void tdb_password_dummy(tdb_Conn *c, const char *pw, size_t n);
+/* One failing verification at params (a stored hash's "$argon2id$…$"
+ * prefix) or, for NULL, at the connection's cost. */
+void tdb_password_dummy(tdb_Conn *c, const char *params, const char *pw, size_t n);
 
 /* user.c, session.c, todo.c, token.c ----------------------------------- */
 #define TDB_EMAIL_BUF 256

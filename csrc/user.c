@@ -140,39 +140,62 @@ static int user_create(lua_State *L) {
 
 /* db:authenticate(email, password) -> User | nil, err (unauthorized)
  * The same answer, at the same cost, for an unknown email and a wrong
- * password; a hash made with weaker parameters is upgraded on success. */
+ * password: an unknown email is verified against a dummy with the parameters
+ * of a stand-in account's hash (sql.c), whatever the connection's cost, and
+ * a known one against its own hash, without rehashing. A hash made
+ * with weaker parameters is upgraded on success. */
 static int user_authenticate(lua_State *L) {
   tdb_Conn *c = tdb_check_conn(L, 1);
-  char email[TDB_EMAIL_BUF], hash[crypto_pwhash_STRBYTES];
+  char email[TDB_EMAIL_BUF], hash[crypto_pwhash_STRBYTES], standin[24];
   size_t en, pwn, len;
+  int i, found;
+  const char *params;
   const char *e = check_str(L, 2, 2, "email", &en);
   const char *pw = check_str(L, 3, 3, "password", &pwn);
   const char *vals[3];
   PGresult *r;
   if (pwn > PASSWORD_MAX || tdb_check_email(e, en, email, &len) != NULL) {
     /* Never hash megabytes; an over-long password never matches. */
-    tdb_password_dummy(c, pw, pwn > PASSWORD_MAX ? PASSWORD_MAX : pwn);
+    tdb_password_dummy(c, NULL, pw, pwn > PASSWORD_MAX ? PASSWORD_MAX : pwn);
     return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
   }
   vals[0] = email;
+  vals[1] = standin;
+  {
+    unsigned char h[8];
+    unsigned long long v = 0;
+    crypto_generichash(h, sizeof h, (const unsigned char *)email, len, NULL, 0);
+    for (i = 0; i < 8; i++) v = (v << 8) | h[i];
+    snprintf(standin, sizeof standin, "%llu", v >> 2);
+  }
   if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_AUTH, vals)) == NULL) return 2;
-  if (PQntuples(r) == 0 || PQgetisnull(r, 0, TDB_USER_HASH)) {  /* no such user, or no password */
+  /* Rows: the account (id set), if any, and the stand-in's hash parameters
+   * (id NULL), if there is any account. An account without a password
+   * (external identities only) fails like an unknown email. */
+  params = NULL;
+  found = -1;
+  for (i = 0; i < PQntuples(r); i++) {
+    if (!PQgetisnull(r, i, TDB_USER_ID)) found = i;
+    else if (!PQgetisnull(r, i, TDB_USER_HASH)) params = PQgetvalue(r, i, TDB_USER_HASH);
+  }
+  if (found < 0 || PQgetisnull(r, found, TDB_USER_HASH)) {
+    tdb_password_dummy(c, params, pw, pwn);
     PQclear(r);
-    tdb_password_dummy(c, pw, pwn);
     return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
   }
-  if (!tdb_password_verify(PQgetvalue(r, 0, TDB_USER_HASH), pw, pwn)) {
+  i = found;
+  if (!tdb_password_verify(PQgetvalue(r, i, TDB_USER_HASH), pw, pwn)) {
     PQclear(r);
     return tdb_push_error(L, "unauthorized", NULL, NULL, AUTH_FAILED);
   }
-  tdb_push_user(L, r, 0);
-  if (tdb_password_needs_rehash(c, PQgetvalue(r, 0, TDB_USER_HASH)) && tdb_password_hash(c, pw, pwn, hash)) {
+  tdb_push_user(L, r, i);
+  if (tdb_password_needs_rehash(c, PQgetvalue(r, i, TDB_USER_HASH)) && tdb_password_hash(c, pw, pwn, hash)) {
     PGresult *u;
     char id[24];
-    snprintf(id, sizeof id, "%lld", tdb_get_int8(r, 0, TDB_USER_ID));
+    snprintf(id, sizeof id, "%lld", tdb_get_int8(r, i, TDB_USER_ID));
     vals[0] = id;
     vals[1] = hash;
-    vals[2] = PQgetvalue(r, 0, TDB_USER_HASH);
+    vals[2] = PQgetvalue(r, i, TDB_USER_HASH);
     if ((u = tdb_run(L, c, NULL, TDB_SQL_USER_SET_HASH, vals)) != NULL) PQclear(u);
     else lua_pop(L, 2);                 /* the login stands; next one retries */
     sodium_memzero(hash, sizeof hash);

@@ -118,3 +118,61 @@ describe("passwords", function()
     assert.is_nil(rows[1].h:find(PW, 1, true))
   end)
 end)
+
+-- An unknown email must cost what an account's hash costs, whatever the
+-- connection's own cost: observed through memory, not time. argon2id fills
+-- m KiB, so a login's rise of the process's peak RSS (VmHWM) shows the
+-- parameters it verified at. Each login runs in a fresh process.
+describe("failed logins verify at the stored hashes' cost", function()
+  local SALT, TAG = "c2FsdHNhbHRzYWx0c2FsdA", ("A"):rep(43)
+  local function hash(m_kib) return ("$argon2id$v=19$m=%d,t=1,p=1$%s$%s"):format(m_kib, SALT, TAG) end
+
+  -- The peak-RSS rise, in KiB, of one failed login in a new process.
+  local function rise(email, pwhash)
+    local p = S.spawn_lua(([[
+      local tododb = require "tododb"
+      local db = assert(tododb.connect(%q, { pwhash = %s }))
+      assert(db:find_user "warm-up@example.com" == nil)       -- connected, statements ready
+      local function hwm()
+        local f = assert(io.open "/proc/self/status")
+        local kb = f:read("*a"):match "VmHWM:%%s*(%%d+)"
+        f:close()
+        return tonumber(kb)
+      end
+      local before = hwm()
+      local u, err = db:authenticate(%q, "a wrong password")
+      assert(u == nil and err.code == "unauthorized")
+      print("RISE " .. (hwm() - before))
+    ]]):format(S.url, pwhash, email))
+    local out = p:read "*a"
+    p:close()
+    return assert(tonumber(out:match "RISE (%-?%d+)"), out)
+  end
+
+  before_each(function() db = S.fresh() end)
+  after_each(function() db:close() end)
+
+  local function store(email, h)
+    assert(db:query("INSERT INTO users (email, hashed_password) VALUES ($1, $2)", email, h))
+  end
+
+  it("an unknown email costs the stored 32 MiB, not the connection's minimum", function()
+    store("stored@example.com", hash(32768))
+    assert.is_true(rise("stored@example.com", '"min"') > 24 * 1024)       -- the account itself
+    assert.is_true(rise("nobody@example.com", '"min"') > 24 * 1024)
+  end)
+
+  it("an unknown email costs the stored minimum, not the connection's 32 MiB", function()
+    store("stored@example.com", hash(8))
+    assert.is_true(rise("stored@example.com", "{ ops = 1, mem = 33554432 }") < 8 * 1024)
+    assert.is_true(rise("nobody@example.com", "{ ops = 1, mem = 33554432 }") < 8 * 1024)
+  end)
+
+  it("an unknown email falls back to the connection's cost when no stored hash is argon2id", function()
+    store("other@example.com", "$2b$10$notargon2notargon2notargon2notargon2notargon2notarg")
+    assert.is_true(rise("nobody@example.com", "{ ops = 1, mem = 33554432 }") > 24 * 1024)
+    local empty = S.fresh()
+    empty:close()
+    assert.is_true(rise("nobody@example.com", "{ ops = 1, mem = 33554432 }") > 24 * 1024)
+  end)
+end)
