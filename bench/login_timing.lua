@@ -40,13 +40,16 @@ local function make_users(stored, k)
   return out
 end
 
+-- Wall time and this process's CPU time of one failed login, in ms. CPU time
+-- (argon2id runs in this process) is what the hash costs; wall time adds
+-- the round trip and whatever else the machine is doing.
 local function timed(db, email)
-  local t0 = now()
+  local t0, c0 = now(), os.clock()
   local u, err = db:authenticate(email, "a wrong password")
-  local dt = now() - t0
+  local dt, dc = now() - t0, os.clock() - c0
   assert(u == nil, "a wrong password was accepted")
   assert(err.code == "unauthorized", err.message)
-  return dt * 1000
+  return dt * 1000, dc * 1000
 end
 
 local unknown_n = 0
@@ -59,21 +62,22 @@ end
 -- login, whose first login is timed.
 local function scenario(name, stored, configured, fresh)
   local emails = make_users(stored, 5)
-  local known, unk = {}, {}
+  local known, unk, known_cpu, unk_cpu = {}, {}, {}, {}
   local db = not fresh and assert(tododb.connect(url, { pwhash = configured })) or nil
   if db then timed(db, emails[1]); timed(db, unknown()) end   -- warm: statements prepared
   for i = 1, N do
     for _, kind in ipairs(i % 2 == 0 and { "k", "u" } or { "u", "k" }) do
       local c = db or assert(tododb.connect(url, { pwhash = configured }))
-      local ms = timed(c, kind == "k" and emails[(i % #emails) + 1] or unknown())
-      if kind == "k" then known[#known + 1] = ms else unk[#unk + 1] = ms end
+      local ms, cpu = timed(c, kind == "k" and emails[(i % #emails) + 1] or unknown())
+      if kind == "k" then known[#known + 1], known_cpu[#known_cpu + 1] = ms, cpu
+      else unk[#unk + 1], unk_cpu[#unk_cpu + 1] = ms, cpu end
       if not db then c:close() end
     end
   end
   if db then db:close() end
-  local mk, mu = median(known), median(unk)
+  local mk, mu, ck, cu = median(known), median(unk), median(known_cpu), median(unk_cpu)
   return { name = name, stored = cost(stored), configured = cost(configured), known = mk,
-           unknown = mu, ratio = mu / mk }
+           unknown = mu, ratio = mu / mk, known_cpu = ck, unknown_cpu = cu, cpu_ratio = cu / ck }
 end
 
 local rows = {
@@ -90,14 +94,16 @@ admin:close()
 print(("Medians of %d failed logins each (wrong password / unknown email), %s, module %s:"):format(
   N, jit and jit.version or _VERSION, os.getenv "LOGIN_MODULE" or "this checkout"))
 print ""
-print "| scenario | stored hash | configured | existing email | unknown email | unknown / existing |"
-print "|---|---|---|---:|---:|---:|"
-local worst = 0
+print("| scenario | stored hash | configured | existing email | unknown email | unknown / existing"
+  .. " | CPU: existing | CPU: unknown | CPU ratio |")
+print "|---|---|---|---:|---:|---:|---:|---:|---:|"
+local worst, worst_cpu = 0, 0
 for _, r in ipairs(rows) do
-  print(("| %s | %s | %s | %.1f ms | %.1f ms | %.2f |"):format(r.name, r.stored, r.configured,
-    r.known, r.unknown, r.ratio))
+  print(("| %s | %s | %s | %.1f ms | %.1f ms | %.2f | %.1f ms | %.1f ms | %.2f |"):format(r.name,
+    r.stored, r.configured, r.known, r.unknown, r.ratio, r.known_cpu, r.unknown_cpu, r.cpu_ratio))
   worst = math.max(worst, math.abs(r.ratio - 1))
+  worst_cpu = math.max(worst_cpu, math.abs(r.cpu_ratio - 1))
 end
 print ""
-print(("largest difference: %.1f %% (%s the 10 %% target)"):format(worst * 100,
-  worst <= 0.10 and "within" or "OUTSIDE"))
+print(("largest difference: wall %.1f %%, CPU %.1f %% (target: within 10 %%)"):format(
+  worst * 100, worst_cpu * 100))
