@@ -102,6 +102,7 @@ env: all
 	@echo "export LUA_PATH='$(LPATH);;'"
 	@echo "export LUA_CPATH='$(CPATH);;'"
 	@url=$$(scripts/devdb url 2>/dev/null) && [ -z "$$DATABASE_URL" ] && echo "export DATABASE_URL='$$url'" || true
+	@url=$$(scripts/devdb url --owner 2>/dev/null) && [ -z "$$TODODB_OWNER_URL" ] && echo "export TODODB_OWNER_URL='$$url'" || true
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib/lua/$(LUA_VER)/tododb $(DESTDIR)$(PREFIX)/share/lua/$(LUA_VER)/tododb/migrations

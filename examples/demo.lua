@@ -10,7 +10,10 @@ say("Connected to PostgreSQL %s as %s (database %s); row-level security %s.",
     info.server_version, info.user, info.database,
     info.rls_bypassed and "BYPASSED (superuser role!)" or "in force")
 
-local result = assert(db:migrate())
+-- Migrations run as the role that owns the tables (README: Security).
+local owner = assert(tododb.connect(os.getenv "TODODB_OWNER_URL"))
+local result = assert(owner:migrate())
+owner:close()
 say("Migrations applied now: %s", #result.applied > 0 and table.concat(result.applied, ", ") or "none (up to date)")
 for _, m in ipairs(assert(db:migration_status())) do
   say("  %s  applied=%s  at %s  checksum %s", m.name, tostring(m.applied),
