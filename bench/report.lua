@@ -472,6 +472,12 @@ end
 p("Re-run `make bench` for fresh numbers; `make bench QUICK=1` gives a rough picture"
   .. " in about a minute on an idle machine.")
 
+-- The login timing section comes from bench/login_timing, not this run: kept.
+local old = io.open(dest)
+local kept = old and old:read("*a"):match "\n(## Login timing\n.*)$"
+if old then old:close() end
+if kept then p("") p("%s", (kept:gsub("\n+$", ""))) end
+
 local f = assert(io.open(dest, "w"))
 f:write(table.concat(out, "\n"), "\n")
 f:close()
