@@ -39,10 +39,10 @@ static void check_cursor_key(lua_State *L, int idx, int arg, tdb_Conn *c) {
   size_t n;
   const char *k;
   if (lua_type(L, idx) != LUA_TSTRING)
-    luaL_argerror(L, arg, lua_pushfstring(L, "cursor_key must be a string or an array of "
-                                          "strings, got %s", luaL_typename(L, idx)));
+    tdb_argerror(L, arg, "cursor_key must be a string or an array of strings, got %s",
+                 luaL_typename(L, idx));
   k = lua_tolstring(L, idx, &n);
-  if (n < CURSOR_KEY_MIN) luaL_argerror(L, arg, "cursor_key must be at least 32 bytes");
+  if (n < CURSOR_KEY_MIN) tdb_argerror(L, arg, "cursor_key must be at least 32 bytes");
   add_cursor_key(c, k, n);
 }
 
@@ -54,7 +54,7 @@ void tdb_cursor_config(lua_State *L, int idx, tdb_Conn *c) {
     if (lua_istable(L, -1)) {               /* { current, previous … } */
       int n = (int)tdb_rawlen(L, -1);
       if (n < 1 || n > TDB_CURSOR_KEYS)
-        luaL_argerror(L, idx, "cursor_key must list 1 to 4 keys");
+        tdb_argerror(L, idx, "cursor_key must list 1 to %d keys", TDB_CURSOR_KEYS);
       for (int i = 1; i <= n; i++) {
         lua_rawgeti(L, -1, i);
         check_cursor_key(L, -1, idx, c);
