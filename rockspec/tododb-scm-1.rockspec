@@ -60,7 +60,9 @@ build = {
     -- Next to migrate.lua, which finds its migrations relative to itself.
     lua = {
       ["tododb.migrations.0001_init"] = "lua/tododb/migrations/0001_init.sql",
+      ["tododb.migrations.0002_identity"] = "lua/tododb/migrations/0002_identity.sql",
       ["tododb.migrations.0004_identities"] = "lua/tododb/migrations/0004_identities.sql",
+      ["tododb.migrations.0005_runtime_grants"] = "lua/tododb/migrations/0005_runtime_grants.sql",
     },
     bin = { tododb = "bin/tododb" },
   },
