@@ -78,9 +78,6 @@ check-valgrind:
 	@$(MAKE) -s LUA=lua5.4 BUILD=build/debug OPT="-O1 -g" all
 	@TDB_BUILD=build/debug TDB_VALGRIND=1 scripts/run-specs lua5.4
 
-# luacheck (.luacheckrc) over every Lua file, one spelling of read formats
-# ("*l", "*a": both Lua 5.4 and LuaJIT take it), then the C static check
-# (lint-c) when this Makefile has one. Zero warnings or it fails.
 # Static check of the C core with Debian's cppcheck, once per Lua C API
 # (compat.h switches on LUA_VERSION_NUM). Local variables declared at the
 # top of a function are the house style, so variableScope is not reported.
@@ -91,11 +88,14 @@ lint-c:
 	@$(CPPCHECK) -DLUA_VERSION_NUM=504 csrc/
 	@$(CPPCHECK) -DLUA_VERSION_NUM=501 csrc/
 
+# luacheck (.luacheckrc) over every Lua file, one spelling of read formats
+# ("*l", "*a": both Lua 5.4 and LuaJIT take it), then lint-c. Zero warnings
+# or it fails.
 lint:
 	@luacheck -q --no-color lua spec bench examples $(wildcard bin/*)
 	@! grep -nE 'read *\(? *"[alnL]"' -r lua spec bench examples bin \
 	  || { echo 'lint: spell read formats "*l", "*a", "*n"'; exit 1; }
-	@if $(MAKE) -n lint-c >/dev/null 2>&1; then $(MAKE) -s lint-c; fi
+	@$(MAKE) -s lint-c
 
 # eval "$(make -s env)" points lua5.4 (or LUA=luajit) at this checkout.
 env: all
