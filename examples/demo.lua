@@ -40,8 +40,10 @@ local as_alice, as_bob = db:session(alice), db:session(bob)
 local milk = assert(as_alice:create_todo { title = "Buy milk", description = "2 litres" })
 assert(as_alice:create_todo { title = "Call the plumber" })
 assert(as_alice:create_todo { title = "File taxes", completed = true })
+-- Todo ids count per user: Bob's plan is his #4, a number Alice has not reached.
+assert(as_bob:create_todos { { title = "Water the plants" }, { title = "Fix the bike" },
+                             { title = "Call mum" } })
 local bobs = assert(as_bob:create_todo { title = "Bob's secret plan" })
-assert(as_bob:create_todo { title = "Water the plants" })
 
 print()
 for _, who in ipairs { { "Alice", as_alice }, { "Bob", as_bob } } do
