@@ -189,6 +189,7 @@ static int conn_connect(lua_State *L) {
   tdb_setuservalue(L, -2);
   c->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
   c->prepare = 1;
+  randombytes_buf(&c->nonce, sizeof c->nonce);
   tdb_password_config(L, 2, c);
   tdb_cursor_config(L, 2, c);
   if (lua_istable(L, 2)) {
@@ -521,7 +522,7 @@ static int conn_query(lua_State *L) {
   int n = lua_gettop(L) - 2, base, named = 0;
   const char **vals;
   PGresult *r;
-  char name[32];
+  char name[64];
   if (n > 1000) tdb_argerror(L, 3, "at most 1000 parameters, got %d", n);
   if (!ensure(L, c)) return 2;
   luaL_checkstack(L, n + 8, "too many parameters");
@@ -531,16 +532,20 @@ static int conn_query(lua_State *L) {
     push_param(L, 3 + i);
     vals[i] = lua_tostring(L, -1);
   }
-  if (c->prepare) {                      /* statement cache: sql -> name */
+  /* Statement cache: sql -> name. A name holds this client's random nonce,
+   * so behind a transaction pooler a server session prepared by another
+   * client can never run its statement for ours: ours is missing there
+   * (an error, 26000), never a different one under the same name. */
+  if (c->prepare) {
     tdb_getuservalue(L, 1);
     lua_getfield(L, -1, sql);
-    snprintf(name, sizeof name, "tdb_q%u_", c->generation);
+    snprintf(name, sizeof name, "tdb_q%016llx_%u_", c->nonce, c->generation);
     if (lua_isstring(L, -1) && !strncmp(lua_tostring(L, -1), name, strlen(name))) {
       snprintf(name, sizeof name, "%s", lua_tostring(L, -1));
       named = 1;
     } else if (c->nadhoc < MAX_ADHOC) {
       PGresult *p;
-      snprintf(name, sizeof name, "tdb_q%u_%d", c->generation, c->nadhoc + 1);
+      snprintf(name, sizeof name, "tdb_q%016llx_%u_%d", c->nonce, c->generation, c->nadhoc + 1);
       p = PQprepare(c->pg, name, sql, n, NULL);
       if (!p || result_failed(p)) {
         push_result_error(L, c, p);

@@ -112,6 +112,7 @@ typedef struct tdb_Conn {
   unsigned char prepared[TDB_NSQL];
   int nadhoc;                   /* named ad-hoc statements so far */
   unsigned generation;          /* bumped whenever prepared statements are lost */
+  unsigned long long nonce;     /* random: ad-hoc names of two clients never meet */
   int broken;                   /* reconnect before the next statement */
   /* s:transaction: the Session of the transaction open on this connection,
    * or NULL. While set, the runner adds no RLS setting (it is in force),

@@ -269,6 +269,33 @@ describe("the Connection and Session classes", function()
   end)
 end)
 
+describe("db:query's prepared statements", function()
+  -- Behind a transaction pooler the server session that runs our statement
+  -- may be one another client prepared on: a name both clients use would
+  -- run that client's SQL in place of ours.
+  local function adhoc_names(db)
+    local names = {}
+    for _, r in ipairs(assert(db:query("SELECT name FROM pg_prepared_statements"
+                                       .. " WHERE name LIKE 'tdb_q%' ORDER BY name"))) do
+      names[#names + 1] = r.name
+    end
+    return names
+  end
+
+  it("are named apart in every client, so one never runs another's SQL", function()
+    local a, b = S.connect(), S.connect()
+    assert(a:query "SELECT 1 AS one")
+    assert(b:query "SELECT 2 AS two")
+    local na, nb = adhoc_names(a), adhoc_names(b)
+    assert.is_true(#na >= 1 and #nb >= 1)
+    for _, x in ipairs(na) do
+      for _, y in ipairs(nb) do assert.not_equal(x, y) end
+    end
+    a:close()
+    b:close()
+  end)
+end)
+
 describe("db:info", function()
   it("reports the server and that row-level security applies to the app role", function()
     local db = S.connect()
