@@ -250,7 +250,7 @@ out:
     memcpy(last, e->message, sizeof last);
     n = strlen(last);
     while (n > 0 && (last[n - 1] == '\n' || last[n - 1] == ' ')) last[--n] = '\0';
-    snprintf(e->message, sizeof e->message, "timed out after %.3g s (%s)", timeout, last);
+    snprintf(e->message, sizeof e->message, "timed out after %.3g s (%.960s)", timeout, last);
   }
   return NULL;
 }
