@@ -103,6 +103,7 @@ local function start(opts)
       error("nginx did not start:\n" .. log)
     end
     tried[#tried + 1] = port
+    os.remove(dir .. "/logs/error.log")   -- the next try's log must not hold this bind failure
   end
   exec("rm -rf " .. sh(dir))
   error("no free port among " .. table.concat(tried, " "))
