@@ -59,9 +59,16 @@ static unsigned rnd(unsigned n) {      /* xorshift64, uniform enough for picking
 }
 static double rnd01(void) { return (double)rnd(1u << 30) / (double)(1u << 30); }
 
+/* The floor's row-level security setting: set_config() pipelined with the
+ * statement in the pipeline's implicit transaction, the cheapest correct way
+ * on plain PostgreSQL (tododb sends BEGIN; SET LOCAL; statement; COMMIT,
+ * which Citus workers also see): the ratio to it is that mechanism's cost. */
+static const tdb_Sql set_config_sql = { "tdb_set_config",
+  "SELECT set_config('tododb.user_id', $1, true)", 1, 1 };
+
 /* Queues statement id, preparing it first when needed (as conn.c send_stmt). */
 static int send_stmt(int id, const char *const *vals, int *prep) {
-  const tdb_Sql *q = &tdb_sql[id];
+  const tdb_Sql *q = id == TDB_SQL_SET_USER ? &set_config_sql : &tdb_sql[id];
   *prep = 0;
   if (!prepared[id]) {
     if (!PQsendPrepare(pg, q->name, q->text, q->nparams, NULL)) return 0;

@@ -287,17 +287,41 @@ static int has_state(const PGresult *r, const char *state) {
   return s && !strcmp(s, state);
 }
 
-/* One pipelined round trip: [prepare] [set_config] [prepare] statement, sync.
- * Returns the statement's result or NULL with *err the first failure
- * (NULL too when the connection broke). */
+
+/* ---- the row-level security setting ------------------------------------
+ * A session statement runs as
+ *   BEGIN; SET LOCAL tododb.user_id = '<id>'; statement; COMMIT
+ * in one pipeline: one round trip. SET LOCAL inside an explicit transaction
+ * block is what Citus propagates to its workers (with
+ * citus.propagate_set_commands = local); set_config() is evaluated on the
+ * coordinator only. The id is an int64 formatted in C, checked again here.
+ * Inside s:transaction (c->tx) the setting is in force already:
+ * run_in_tx sends statements alone. */
+
+static int queue_user_setting(tdb_Conn *c, const char *owner, int *cmd, int *ncmd) {
+  char text[96];
+  size_t n = strlen(owner);
+  if (n == 0 || n > 20 || strspn(owner, "-0123456789") != n) return 0;
+  if (!send_stmt(c, TDB_SQL_BEGIN, NULL, cmd, ncmd)) return 0;
+  snprintf(text, sizeof text, "%s%s'", tdb_sql[TDB_SQL_SET_USER].text, owner);
+  if (!PQsendQueryParams(c->pg, text, 0, NULL, NULL, NULL, NULL, 0)) return 0;
+  cmd[(*ncmd)++] = 0;
+  return 1;
+}
+
+/* One pipelined round trip: [BEGIN; SET LOCAL] [prepare] statement [COMMIT],
+ * sync. Returns the statement's result or NULL with *err the first failure
+ * (NULL too when the connection broke). A failed transaction block is
+ * rolled back (a second round trip, on errors only). */
 static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
                           const char *const *vals, PGresult **err) {
-  int cmd[4], ncmd = 0, i = 0, nulls = 0;
+  int cmd[8], ncmd = 0, i = 0, nulls = 0, block = owner != NULL;
   PGresult *main = NULL;
   *err = NULL;
   if (!PQenterPipelineMode(c->pg)) return NULL;
-  if (!owner || send_stmt(c, TDB_SQL_SET_USER, &owner, cmd, &ncmd))
-    (void)send_stmt(c, id, vals, cmd, &ncmd);
+  if ((!block || queue_user_setting(c, owner, cmd, &ncmd))
+      && send_stmt(c, id, vals, cmd, &ncmd) && block)
+    (void)send_stmt(c, TDB_SQL_COMMIT, NULL, cmd, &ncmd);
   /* Even after a failed send, sync and drain: the connection must leave
    * pipeline mode idle, or be broken (and reconnected on the next call). */
   if (!PQpipelineSync(c->pg)) ncmd = 0;
@@ -323,6 +347,8 @@ static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
   }
   /* A connection that cannot leave pipeline mode is useless: reconnect. */
   if (!PQexitPipelineMode(c->pg)) c->broken = 1;
+  else if (block && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+    PQclear(PQexec(c->pg, tdb_sql[TDB_SQL_ROLLBACK].text));
   if (*err || !main) { PQclear(main); return NULL; }
   return main;
 }
@@ -346,7 +372,7 @@ PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
      * DEALLOCATE) or already has one: the statement did not run, so any
      * statement may be prepared afresh and tried once more. */
     if (alive(c) && attempt == 0 && (has_state(err, "26000") || has_state(err, "42P05"))) {
-      if (has_state(err, "26000")) c->prepared[id] = c->prepared[TDB_SQL_SET_USER] = 0;
+      if (has_state(err, "26000")) memset(c->prepared, 0, sizeof c->prepared);
       PQclear(err);
       continue;
     }

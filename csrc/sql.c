@@ -37,8 +37,12 @@
   " ON CONFLICT (user_id) DO UPDATE SET last_id = c.last_id + " k " RETURNING c.last_id"
 
 const tdb_Sql tdb_sql[TDB_NSQL] = {
-  [TDB_SQL_SET_USER] = { "tdb_set_user",
-    "SELECT set_config('tododb.user_id', $1, true)", 1, 1 },
+  /* The row-level security setting (conn.c): the text is followed by the
+   * owner's id, an int64 formatted in C, and a closing quote. Never prepared. */
+  [TDB_SQL_SET_USER] = { "tdb_set_user", "SET LOCAL tododb.user_id = '", 0, 1 },
+  [TDB_SQL_BEGIN] = { "tdb_begin", "BEGIN", 0, 1 },
+  [TDB_SQL_COMMIT] = { "tdb_commit", "COMMIT", 0, 1 },
+  [TDB_SQL_ROLLBACK] = { "tdb_rollback", "ROLLBACK", 0, 1 },
   /* Could this role lower the wall: superuser; BYPASSRLS itself or through
    * a role it can SET ROLE to (Neon's neon_superuser); owner (or member of
    * the owner role) of a table under row-level security? */
