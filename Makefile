@@ -29,12 +29,17 @@ CPATH   := $(TOP)/$(BUILD)/?.so
 
 DEB_PKGS := lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libpq-dev libsodium-dev \
             postgresql postgresql-contrib lua-busted lua-cjson pkg-config gcc make \
-            valgrind nginx libnginx-mod-http-lua curl nodejs lua-check cppcheck
+            valgrind nginx libnginx-mod-http-lua curl nodejs lua-check cppcheck pgbouncer
+# Building Citus from ../shared/vendor when it is not installed (test-citus).
+CITUS_BUILD_PKGS := postgresql-server-dev-15 libcurl4-openssl-dev liblz4-dev libzstd-dev \
+            libkrb5-dev libssl-dev libxml2-dev libxslt1-dev zlib1g-dev libreadline-dev \
+            autoconf flex bison
+DEB_PKGS += $(CITUS_BUILD_PKGS)
 
 INTEROP ?= build/interop
 
 .PHONY: interop all deps test check check-asan check-valgrind env install clean demo serve \
-        bench db-start db-stop help lint lint-c
+        bench db-start db-stop help lint lint-c test-citus test-pgbouncer
 all: $(MODULE)
 
 $(BUILD)/%.o: csrc/%.c $(HDR)
@@ -46,7 +51,7 @@ $(MODULE): $(OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
 
 help:
-	@echo "make deps | all | test | check | lint | interop | demo | serve | bench | env | install | clean"
+	@echo "make deps | all | test | test-citus | test-pgbouncer | check | lint | interop | demo | serve | bench | env | install | clean"
 
 # Installs the Debian packages that are missing; a second run does nothing.
 deps:
@@ -64,6 +69,22 @@ test: deps
 	@$(MAKE) -s LUA=lua5.4 all
 	@$(MAKE) -s LUA=luajit all
 	@scripts/run-specs lua5.4 luajit
+
+# The whole suite on a Citus coordinator + 2 workers (scripts/citus; Citus is
+# built from ../shared/vendor once when not installed), every fresh schema
+# distributed (db:distribute). INTERPS=lua5.4 by default: the C is the same.
+INTERPS ?= lua5.4
+test-citus: deps
+	@$(MAKE) -s LUA=lua5.4 all
+	@$(MAKE) -s LUA=luajit all
+	@scripts/citus run scripts/run-specs $(INTERPS)
+
+# The whole suite through PgBouncer in transaction mode, prepare off
+# (scripts/pgbouncer): what Neon's pooled endpoint is.
+test-pgbouncer: deps
+	@$(MAKE) -s LUA=lua5.4 all
+	@$(MAKE) -s LUA=luajit all
+	@scripts/pgbouncer run scripts/run-specs $(INTERPS)
 
 # The specs with ASan+UBSan, then under valgrind (lua5.4).
 check: deps

@@ -1,6 +1,7 @@
 /* sql.c: every SQL statement of the C core, named, in one table.
  * Session statements all carry `user_id = $1`; row-level security adds the
- * same condition again from the transaction-local setting tododb.user_id. */
+ * same condition again from the transaction-local setting tododb.user_id.
+ * Every UPDATE sets updated_at itself (no trigger: Citus refuses them). */
 #include "tdb.h"
 
 /* Timestamps as ISO-8601 UTC text whatever the DateStyle and TimeZone. */
@@ -20,10 +21,11 @@
 #define TODO_UPDATE \
   "UPDATE todos SET title = CASE WHEN $3::bool THEN $4::text ELSE title END," \
   " description = CASE WHEN $5::bool THEN $6::text ELSE description END," \
-  " completed = coalesce($7::bool, completed)" \
+  " completed = coalesce($7::bool, completed), updated_at = now()" \
   " WHERE user_id = $1 AND id = $2 RETURNING " TODO_COLS
 #define TODO_TOGGLE \
-  "UPDATE todos SET completed = NOT completed WHERE user_id = $1 AND id = $2" \
+  "UPDATE todos SET completed = NOT completed, updated_at = now()" \
+  " WHERE user_id = $1 AND id = $2" \
   " RETURNING " TODO_COLS
 #define TODO_DELETE "DELETE FROM todos WHERE user_id = $1 AND id = $2"
 /* s:batch: the same statement, failing (division by zero, 22012) when it
@@ -74,15 +76,17 @@ const tdb_Sql tdb_sql[TDB_NSQL] = {
     "SELECT " USER_COLS ", hashed_password FROM users WHERE id = $1", 1, 1 },
   /* Compare-and-set: a concurrent password change is not overwritten. */
   [TDB_SQL_USER_SET_HASH] = { "tdb_user_set_hash",
-    "UPDATE users SET hashed_password = $2 WHERE id = $1 AND hashed_password = $3"
+    "UPDATE users SET hashed_password = $2, updated_at = now() WHERE id = $1 AND hashed_password = $3"
     " RETURNING id", 3, 0 },
   [TDB_SQL_USER_SET_EMAIL] = { "tdb_user_set_email",
-    "UPDATE users SET email = $2 WHERE id = $1 RETURNING " USER_COLS, 2, 0 },
-  /* Runs as the user (RLS setting) so the count sees that user's todos. */
+    "UPDATE users SET email = $2, updated_at = now() WHERE id = $1 RETURNING " USER_COLS, 2, 0 },
+  /* Runs as the user (RLS setting); the todos go first, counted, so the
+   * count holds on Citus too, where the users delete (a reference table)
+   * runs before the rest of the statement and its cascade would leave none. */
   [TDB_SQL_USER_DELETE] = { "tdb_user_delete",
-    "WITH n AS (SELECT count(*) AS c FROM todos WHERE user_id = $1),"
+    "WITH t AS (DELETE FROM todos WHERE user_id = $1 RETURNING 1),"
     " d AS (DELETE FROM users WHERE id = $1 RETURNING id)"
-    " SELECT d.id, n.c FROM d, n", 1, 0 },
+    " SELECT d.id, (SELECT count(*) FROM t) FROM d", 1, 0 },
   [TDB_SQL_USER_LIST] = { "tdb_user_list",
     "SELECT " USER_COLS " FROM users WHERE id > $1 ORDER BY id LIMIT $2", 2, 1 },
 
@@ -111,7 +115,7 @@ const tdb_Sql tdb_sql[TDB_NSQL] = {
     "SELECT count(*) FROM todos WHERE user_id = $1"
     " AND ($2::bool IS NULL OR completed = $2)", 2, 1 },
   [TDB_SQL_TODO_COMPLETE_ALL] = { "tdb_todo_complete_all",
-    "UPDATE todos SET completed = true WHERE user_id = $1 AND NOT completed", 1, 0 },
+    "UPDATE todos SET completed = true, updated_at = now() WHERE user_id = $1 AND NOT completed", 1, 0 },
   [TDB_SQL_TODO_DELETE_DONE] = { "tdb_todo_delete_done",
     "DELETE FROM todos WHERE user_id = $1 AND completed", 1, 0 },
 

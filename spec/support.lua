@@ -11,6 +11,10 @@ S.admin_url = os.getenv "TODODB_ADMIN_URL"     -- superuser URL, or nil
 S.owner_url = os.getenv "TODODB_OWNER_URL" or S.url
 S.two_roles = S.owner_url ~= S.url
 S.interp = os.getenv "TDB_INTERP" or "lua5.4"
+-- make test-citus: every fresh schema is distributed (scripts/citus run).
+S.citus = os.getenv "TODODB_CITUS" == "1"
+-- make test-pgbouncer: the URLs go through a transaction-mode pooler.
+S.pooler = os.getenv "TODODB_POOLER"
 S.int64 = tododb.core.int64                      -- false on LuaJIT
 
 -- Connection options the specs use: argon2id at its cheapest unless a spec
@@ -36,6 +40,7 @@ function S.fresh(extra)
   local owner = S.owner()
   assert(owner:exec "DROP OWNED BY current_user")
   assert(owner:migrate())
+  if S.citus then assert(owner:distribute()) end
   owner:close()
   return S.connect(extra)
 end

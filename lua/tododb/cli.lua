@@ -266,6 +266,38 @@ locked transaction; safe to run concurrently and again.
   end,
 })
 
+command("distribute", {
+  usage = "distribute [--status]",
+  summary = "distribute the migrated schema over a Citus cluster",
+  details = [[
+Checks that Citus is installed and every worker answers, that every
+migration is applied, then makes users a reference table and distributes
+the tables keyed by user_id by user_id (co-located), in one locked
+transaction recorded in tododb_migrations; running it again does nothing.
+Connect as the role that owns the tables and the database (TODODB_OWNER_URL).
+  --status   show each table's placement
+]],
+  options = { status = "flag" },
+  run = function(o, args)
+    if #args > 0 then usage_error("distribute: unexpected argument '%s'", args[1]) end
+    local db = connect(o)
+    if o.status then
+      local st = check(db:distribution_status())
+      local names = {}
+      for name in pairs(st.tables) do names[#names + 1] = name end
+      table.sort(names)
+      for _, name in ipairs(names) do say("%-24s %s", name, st.tables[name]) end
+      say(st.distributed and "distributed" or "not distributed")
+      db:close()
+      return 0
+    end
+    local res = check(db:distribute())
+    db:close()
+    say(res.distributed and "distributed over %d workers" or "already distributed (%d workers)", res.workers)
+    return 0
+  end,
+})
+
 command("db", {
   usage = "db start|stop|status|url [--admin]",
   summary = "control the embedded development database",

@@ -2,6 +2,7 @@
 -- Policy and convenience over the C core (tododb.core).
 local core = require "tododb.core"
 local migrate = require "tododb.migrate"
+local distribute = require "tododb.distribute"
 
 local M = { _VERSION = core._VERSION, null = core.null, core = core, token = core.token }
 
@@ -61,6 +62,8 @@ local Connection = core.Connection
 
 function Connection:migrate() return migrate.migrate(self) end
 function Connection:migration_status() return migrate.status(self) end
+function Connection:distribute() return distribute.distribute(self) end
+function Connection:distribution_status() return distribute.status(self) end
 
 -- Options of user_id_from_token/session_from_token that verify() does not know.
 local OWN = { map_subject = true, provision = true }

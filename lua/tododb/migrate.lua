@@ -7,7 +7,8 @@ local core = require "tododb.core"
 local M = {}
 
 -- The migrations, in order. A file's name is NNNN_name.sql.
-M.list = { "0001_init", "0002_identity", "0004_identities", "0005_runtime_grants" }
+M.list = { "0001_init", "0002_identity", "0003_distributable", "0004_identities",
+           "0005_runtime_grants" }
 
 local LOCK_KEY = 7305620261125 -- pg_advisory_xact_lock key of tododb
 M.LOCK_KEY = LOCK_KEY
