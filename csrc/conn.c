@@ -7,6 +7,7 @@
 #include "tdb.h"
 
 #define DEFAULT_CONNECT_TIMEOUT 10.0
+#define DEFAULT_CALL_TIMEOUT 30.0       /* below nginx's 60 s proxy and client timeouts */
 #define MAX_ADHOC 256                   /* named ad-hoc statements per connection */
 
 /* ---- secrets never reach a message ---------------------------------- */
@@ -171,7 +172,8 @@ static void release(tdb_Conn *c) {
 }
 
 /* tododb.core.connect(conninfo [, opts]) -> db | nil, err
- * opts: connect_timeout (seconds, default 10), prepare (default true),
+ * opts: connect_timeout (seconds, default 10), timeout (seconds a call may
+ * wait for the server, default 30; false: no limit), prepare (default true),
  * pwhash ("interactive" | "moderate" | "min" | {ops=, mem=}),
  * allow_rls_bypass (sessions on a superuser or BYPASSRLS role),
  * cursor_key (a secret of 32+ bytes, or { current, previous… }). */
@@ -188,6 +190,7 @@ static int conn_connect(lua_State *L) {
   lua_newtable(L);                            /* statement cache: sql -> name */
   tdb_setuservalue(L, -2);
   c->connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+  c->call_timeout = DEFAULT_CALL_TIMEOUT;
   c->prepare = 1;
   randombytes_buf(&c->nonce, sizeof c->nonce);
   tdb_password_config(L, 2, c);
@@ -203,7 +206,14 @@ static int conn_connect(lua_State *L) {
     if (!lua_isnil(L, -1)) c->prepare = lua_toboolean(L, -1);
     lua_getfield(L, 2, "allow_rls_bypass");
     c->allow_rls_bypass = lua_toboolean(L, -1);
-    lua_pop(L, 3);
+    lua_getfield(L, 2, "timeout");
+    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) c->call_timeout = 0;
+    else if (!lua_isnil(L, -1)) {
+      if (lua_type(L, -1) != LUA_TNUMBER || !(lua_tonumber(L, -1) > 0))
+        tdb_argerror(L, 2, "timeout must be a positive number of seconds or false");
+      c->call_timeout = lua_tonumber(L, -1);
+    }
+    lua_pop(L, 4);
   }
   if ((parsed = PQconninfoParse(ci, &perr)) == NULL) {
     char buf[1024];
@@ -314,10 +324,11 @@ static int queue_user_setting(tdb_Conn *c, const char *owner, int *cmd, int *ncm
  * (NULL too when the connection broke). A failed transaction block is
  * rolled back (a second round trip, on errors only). */
 static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
-                          const char *const *vals, PGresult **err) {
+                          const char *const *vals, double deadline, PGresult **err) {
   int cmd[8], ncmd = 0, i = 0, nulls = 0, block = owner != NULL;
   PGresult *main = NULL;
   *err = NULL;
+  c->timed_out = 0;
   if (!PQenterPipelineMode(c->pg)) return NULL;
   if ((!block || queue_user_setting(c, owner, cmd, &ncmd))
       && send_stmt(c, id, vals, cmd, &ncmd) && block)
@@ -326,7 +337,16 @@ static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
    * pipeline mode idle, or be broken (and reconnected on the next call). */
   if (!PQpipelineSync(c->pg)) ncmd = 0;
   for (;;) {
-    PGresult *r = PQgetResult(c->pg);
+    PGresult *r;
+    if (deadline > 0 && !tdb_wait_result(c->pg, deadline)) {
+      /* A hung server: give up on this connection (reopened next call). */
+      c->timed_out = c->broken = 1;
+      PQclear(main);
+      PQclear(*err);
+      *err = NULL;
+      return NULL;
+    }
+    r = PQgetResult(c->pg);
     if (!r) {
       if (++nulls > 1) break;          /* nothing more will come */
       i++;
@@ -353,17 +373,30 @@ static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
   return main;
 }
 
-static PGresult *run_in_tx(lua_State *L, tdb_Conn *c, int id, const char *const *vals);
+static PGresult *run_in_tx(lua_State *L, tdb_Conn *c, int id, const char *const *vals,
+                           double deadline);
+
+/* A call that hit c->call_timeout: nil, err pushed; NULL. */
+static PGresult *timed_out(lua_State *L, tdb_Conn *c, int id) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "no answer within %.3g s from host %s%s", c->call_timeout,
+           PQhost(c->pg) ? PQhost(c->pg) : "?",
+           tdb_sql[id].readonly ? "" : "; the change may have been made");
+  conn_error(L, c, "unavailable", NULL, "database timed out: ", msg);
+  return NULL;
+}
 
 PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
                   const char *const *vals) {
   int attempt;
-  if (c->tx) return run_in_tx(L, c, id, vals);
+  double deadline = c->call_timeout > 0 ? tdb_now() + c->call_timeout : 0;
+  if (c->tx) return run_in_tx(L, c, id, vals, deadline);
   for (attempt = 0; ; attempt++) {
     PGresult *err, *r;
     if (!ensure(L, c)) return NULL;
-    r = run_once(c, owner, id, vals, &err);
+    r = run_once(c, owner, id, vals, deadline, &err);
     if (r) return r;
+    if (c->timed_out) return timed_out(L, c, id);   /* never retried: it may have run */
     if (!alive(c) && tdb_sql[id].readonly && attempt == 0) {
       PQclear(err);                     /* a read may be retried once */
       continue;
@@ -391,9 +424,11 @@ static int is_conflict(const PGresult *r) {
 /* A statement inside s:transaction: the RLS setting is in force already, and
  * a failure is final (the transaction is aborted; a new connection would not
  * hold it). */
-static PGresult *run_in_tx(lua_State *L, tdb_Conn *c, int id, const char *const *vals) {
+static PGresult *run_in_tx(lua_State *L, tdb_Conn *c, int id, const char *const *vals,
+                           double deadline) {
   PGresult *err = NULL, *r;
-  if (alive(c) && (r = run_once(c, NULL, id, vals, &err)) != NULL) return r;
+  if (alive(c) && (r = run_once(c, NULL, id, vals, deadline, &err)) != NULL) return r;
+  if (c->timed_out) return timed_out(L, c, id);
   if (is_conflict(err)) c->tx_conflict = 1;
   push_result_error(L, c, err);
   PQclear(err);

@@ -214,6 +214,22 @@ static PGconn *attempt(Target *t, double deadline, tdb_ConnectError *e, int *tim
   return NULL;
 }
 
+int tdb_wait_result(PGconn *pg, double deadline) {
+  while (PQisBusy(pg)) {
+    struct pollfd p;
+    double left = deadline - tdb_now();
+    int n;
+    if (left <= 0) return 0;
+    p.fd = PQsocket(pg);
+    p.events = POLLIN;
+    p.revents = 0;
+    n = poll(&p, 1, left > 3600 ? 3600000 : (int)(left * 1000) + 1);
+    if (n < 0 && errno != EINTR) return 1;   /* PQgetResult reports the failure */
+    if (n > 0 && !PQconsumeInput(pg)) return 1;
+  }
+  return 1;
+}
+
 PGconn *tdb_connect(const char *ci, double timeout, tdb_ConnectError *e) {
   Target t;
   double start = tdb_now(), deadline = start + timeout, wait = 0.025;

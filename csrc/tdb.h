@@ -99,6 +99,9 @@ double tdb_now(void);
  * (per-host timeout: the string's connect_timeout) and again with backoff
  * until a definite refusal or the deadline. NULL with e filled on failure. */
 PGconn *tdb_connect(const char *conninfo, double timeout, tdb_ConnectError *e);
+/* Waits until PQgetResult(pg) would not block: 1, or 0 when the deadline
+ * (tdb_now() seconds) passed first. */
+int tdb_wait_result(PGconn *pg, double deadline);
 
 /* conn.c -------------------------------------------------------------- */
 #define TDB_CURSOR_KEYS 4
@@ -106,6 +109,8 @@ typedef struct tdb_Conn {
   PGconn *pg;
   char *conninfo;               /* kept for reconnects; wiped on close */
   double connect_timeout;       /* seconds */
+  double call_timeout;          /* seconds a statement may take; 0: no limit */
+  int timed_out;                /* the last statement hit call_timeout */
   int prepare;                  /* use named prepared statements */
   unsigned long long pwhash_ops;
   size_t pwhash_mem;

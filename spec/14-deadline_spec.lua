@@ -1,0 +1,74 @@
+-- A hung server ends a call with `unavailable` after opts.timeout; a write
+-- that timed out is reported as one that may have happened, never retried.
+local S = require "support"
+local C = require "cluster"
+local tododb = require "tododb"
+local system = require "system"
+
+describe("the per-call deadline", function()
+  local pg, why, url
+
+  setup(function()
+    pg, why = C.new {}
+    if pg and not pg:start() then why = "the throwaway server did not start" end
+    if not why then
+      url = pg:url "postgres"
+      local db = assert(tododb.connect(url, S.opts()))
+      assert(db:migrate())
+      db:close()
+    end
+  end)
+  teardown(function() if pg then pg:destroy() end end)
+
+  -- A connection whose server process is frozen (SIGSTOP) from now on.
+  local function frozen(opts)
+    local db = assert(tododb.connect(url, S.opts(opts)))
+    local pid = db:query "SELECT pg_backend_pid() AS p"[1].p
+    assert(S.run(("kill -STOP %d"):format(pid)))
+    return db, pid
+  end
+  local function thaw(pid)
+    S.run(("kill -CONT %d; kill -TERM %d"):format(pid, pid))
+  end
+
+  it("raises for a timeout that is not a positive number or false", function()
+    if why then return pending(why) end
+    assert.has_error(function() tododb.connect(url, { timeout = 0 }) end)
+    assert.has_error(function() tododb.connect(url, { timeout = "1" }) end)
+    local db = assert(tododb.connect(url, { timeout = false }))
+    db:close()
+  end)
+
+  it("ends a read on a hung server with unavailable after the timeout, then reconnects", function()
+    if why then return pending(why) end
+    local db, pid = frozen { timeout = 1 }
+    local t0 = system.monotime()
+    local u, err = db:get_user(1)
+    local elapsed = system.monotime() - t0
+    thaw(pid)
+    assert.is_nil(u)
+    assert.equal("unavailable", err.code)
+    assert.matches("no answer within 1 s", err.message, 1, true)
+    assert.is_nil(err.message:find("may have been made", 1, true))
+    assert.is_true(elapsed >= 0.9 and elapsed < 5, "returned after " .. elapsed .. " s")
+    -- The next call runs on a new connection.
+    local _, e2 = db:get_user(1)
+    assert.equal("not_found", e2.code)
+    db:close()
+  end)
+
+  it("reports a write that timed out as one that may have happened, and never retries it", function()
+    if why then return pending(why) end
+    local db, pid = frozen { timeout = 1 }
+    local u, err = db:create_user { email = "late@example.com", password = "correct horse 1" }
+    assert.is_nil(u)
+    assert.equal("unavailable", err.code)
+    assert.matches("the change may have been made", err.message, 1, true)
+    db:close()
+    thaw(pid)                -- the frozen backend dies before running it
+    system.sleep(0.2)
+    local check = assert(tododb.connect(url, S.opts()))
+    assert.equal(0, check:query("SELECT count(*) AS n FROM users WHERE email = $1", "late@example.com")[1].n)
+    check:close()
+  end)
+end)
