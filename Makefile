@@ -39,7 +39,7 @@ DEB_PKGS += $(CITUS_BUILD_PKGS)
 INTEROP ?= build/interop
 
 .PHONY: interop all deps test check check-asan check-valgrind env install clean demo serve \
-        bench db-start db-stop help lint lint-c test-citus test-pgbouncer
+        bench db-start db-stop help lint lint-c test-citus test-pgbouncer faults
 all: $(MODULE)
 
 $(BUILD)/%.o: csrc/%.c $(HDR)
@@ -51,7 +51,7 @@ $(MODULE): $(OBJ)
 	$(CC) -shared $(LDFLAGS) -o $@ $(OBJ) $(LDLIBS)
 
 help:
-	@echo "make deps | all | test | test-citus | test-pgbouncer | check | lint | interop | demo | serve | bench | env | install | clean"
+	@echo "make deps | all | test | test-citus | test-pgbouncer | faults | check | lint | interop | demo | serve | bench | env | install | clean"
 
 # Installs the Debian packages that are missing; a second run does nothing.
 deps:
@@ -85,6 +85,12 @@ test-pgbouncer: deps
 	@$(MAKE) -s LUA=lua5.4 all
 	@$(MAKE) -s LUA=luajit all
 	@scripts/pgbouncer run scripts/run-specs $(INTERPS)
+
+# Fault specs (spec/faults/*_fault.lua): servers killed with -9, restarted,
+# full, fake, frozen with a promoted replica; throwaway servers only.
+faults: deps
+	@$(MAKE) -s LUA=lua5.4 all
+	@SPECS=spec/faults TDB_PATTERN=_fault scripts/run-specs lua5.4
 
 # The specs with ASan+UBSan, then under valgrind (lua5.4).
 check: deps
