@@ -14,7 +14,8 @@ local function server(o)
   if not pg then return nil, why end
   if not pg:start() then pg:destroy() return nil, "a throwaway server did not start" end
   assert(pg:psql "CREATE ROLE app LOGIN")
-  assert(pg:psql "DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tododb_app') THEN CREATE ROLE tododb_app NOLOGIN; END IF; END $$")
+  assert(pg:psql("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'tododb_app')"
+    .. " THEN CREATE ROLE tododb_app NOLOGIN; END IF; END $$"))
   assert(pg:psql "GRANT tododb_app TO app")
   assert(pg:psql "CREATE DATABASE app OWNER app")
   local db = assert(tododb.connect(pg:url("app", "app"), S.opts()))
@@ -161,8 +162,8 @@ describe("faults", function()
     if not ok then a:destroy() b:destroy() return pending "pg_basebackup failed" end
     b:write("postgresql.conf", ("\nport = %d\nunix_socket_directories = '%s'\n"):format(b.port, b.dir), "a")
     assert(b:start())
-    local url = ("postgresql:///postgres?host=%s,%s&port=%d,%d&user=postgres&target_session_attrs=read-write&connect_timeout=2")
-      :format(a.dir, b.dir, a.port, b.port)
+    local url = ("postgresql:///postgres?host=%s,%s&port=%d,%d&user=postgres"
+      .. "&target_session_attrs=read-write&connect_timeout=2"):format(a.dir, b.dir, a.port, b.port)
     local db = assert(tododb.connect(url, { connect_timeout = 20, timeout = 3 }))
     assert.equal(a.port, db:query "SELECT current_setting('port')::int AS p"[1].p)
     assert(db:info())
