@@ -205,7 +205,8 @@ describe("Connection life cycle", function()
     local ok, msg = pcall(db.query, db, "SELECT 1")
     assert.is_false(ok)
     assert.matches("connection is closed", msg, 1, true)
-    assert.is_true(backend_gone(watcher, pid))
+    -- Behind a pooler the server connection outlives the client's.
+    if not S.pooler then assert.is_true(backend_gone(watcher, pid)) end
   end)
 
   it("closes at the end of a <close> scope (Lua 5.4)", function()
@@ -218,7 +219,7 @@ describe("Connection life cycle", function()
     local db = S.connect()
     local pid = pid_of(db)
     assert.is_false(f(db))
-    assert.is_true(backend_gone(watcher, pid))
+    if not S.pooler then assert.is_true(backend_gone(watcher, pid)) end
   end)
 
   it("closes when collected (__gc)", function()
@@ -231,7 +232,7 @@ describe("Connection life cycle", function()
     local pid = open()
     for _ = 1, 4 do collectgarbage "collect" end
     assert.is_nil(weak[1])
-    assert.is_true(backend_gone(watcher, pid))
+    if not S.pooler then assert.is_true(backend_gone(watcher, pid)) end
   end)
 end)
 
@@ -304,7 +305,7 @@ describe("db:info", function()
     assert.matches("^%d+", info.server_version)
     assert.is_true(info.server_version_num >= 130000)
     assert.is_false(info.rls_bypassed)
-    assert.is_true(info.prepared)
+    assert.equal(not S.url:find("tododb_prepare=off", 1, true), info.prepared)
     db:close()
   end)
 
@@ -483,6 +484,9 @@ for _, prepare in ipairs { true, false } do
 
     it("reports unavailable once when an admin kills the backend, then reconnects", function()
       if not S.admin_url then return pending "TODODB_ADMIN_URL is not set" end
+      if S.pooler then
+        return pending "behind a transaction pooler the next statement gets another server connection"
+      end
       local admin = assert(tododb.connect(S.admin_url))
       local before = pid_of(db)
       assert.is_true(admin:query("SELECT pg_terminate_backend($1) AS ok", before)[1].ok)

@@ -44,6 +44,9 @@ describe("session calls over a connection whose backend was killed", function()
 
   it("never retries a write: unavailable, nothing written, the next call works", function()
     if not S.admin_url then return pending "TODODB_ADMIN_URL is not set" end
+    if S.pooler then
+      return pending "behind a transaction pooler the next statement gets another server connection"
+    end
     kill()
     local t, err = s:create_todo { title = "maybe" }
     assert.is_nil(t)
