@@ -39,9 +39,14 @@
   " ON CONFLICT (user_id) DO UPDATE SET last_id = c.last_id + " k " RETURNING c.last_id"
 
 const tdb_Sql tdb_sql[TDB_NSQL] = {
-  /* The row-level security setting (conn.c): the text is followed by the
-   * owner's id, an int64 formatted in C, and a closing quote. Never prepared. */
+  /* The row-level security setting (conn.c). On Citus: SET LOCAL in an
+   * explicit block, the text followed by the owner's id (an int64 formatted
+   * in C) and a closing quote, never prepared; elsewhere set_config. */
   [TDB_SQL_SET_USER] = { "tdb_set_user", "SET LOCAL tododb.user_id = '", 0, 1 },
+  [TDB_SQL_SET_CONFIG] = { "tdb_set_config",
+    "SELECT set_config('tododb.user_id', $1, true)", 1, 1 },
+  [TDB_SQL_CITUS] = { "tdb_citus",
+    "SELECT current_setting('citus.propagate_set_commands', true) IS NOT NULL", 0, 1 },
   [TDB_SQL_BEGIN] = { "tdb_begin", "BEGIN", 0, 1 },
   [TDB_SQL_COMMIT] = { "tdb_commit", "COMMIT", 0, 1 },
   [TDB_SQL_ROLLBACK] = { "tdb_rollback", "ROLLBACK", 0, 1 },

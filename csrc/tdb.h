@@ -51,7 +51,7 @@ typedef struct tdb_Sql {
 } tdb_Sql;
 
 enum {
-  TDB_SQL_SET_USER, TDB_SQL_BEGIN, TDB_SQL_COMMIT, TDB_SQL_ROLLBACK, TDB_SQL_INFO,
+  TDB_SQL_SET_USER, TDB_SQL_SET_CONFIG, TDB_SQL_CITUS, TDB_SQL_BEGIN, TDB_SQL_COMMIT, TDB_SQL_ROLLBACK, TDB_SQL_INFO,
   TDB_SQL_USER_INSERT, TDB_SQL_USER_BY_ID, TDB_SQL_USER_BY_EMAIL,
   TDB_SQL_USER_AUTH, TDB_SQL_USER_HASH, TDB_SQL_USER_SET_HASH,
   TDB_SQL_USER_SET_EMAIL, TDB_SQL_USER_DELETE, TDB_SQL_USER_LIST,
@@ -128,13 +128,16 @@ typedef struct tdb_Conn {
   int role_ok;                  /* the role was checked: sessions may run */
   int ncursor_keys;             /* 0: cursors carry a public checksum */
   unsigned char cursor_keys[TDB_CURSOR_KEYS][32];  /* current first, then previous */
+  int set_local;                /* Citus: the RLS setting by SET LOCAL in an
+                                   explicit block (else set_config) */
 } tdb_Conn;
 
 /* The open connection at idx; raises when it is closed. */
 tdb_Conn *tdb_check_conn(lua_State *L, int idx);
 /* Runs statement id with text parameters. With owner non-NULL the statement
- * runs as BEGIN; SET LOCAL tododb.user_id = owner; statement; COMMIT in one
- * pipeline (one round trip), or alone when c->tx says an explicit
+ * runs with the row-level security setting tododb.user_id = owner in one
+ * pipeline (one round trip): BEGIN; SET LOCAL; statement; COMMIT on Citus,
+ * set_config(); statement elsewhere; or alone when c->tx says an explicit
  * transaction with the setting is open. Returns the statement's result, which the caller
  * clears; on failure pushes nil, err and returns NULL. */
 PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,

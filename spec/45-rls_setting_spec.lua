@@ -1,6 +1,8 @@
--- The row-level security setting: BEGIN; SET LOCAL tododb.user_id; statement;
--- COMMIT in one pipeline. It holds for the statement only, a failed statement
--- leaves no open transaction behind, and with prepare on or off alike.
+-- The row-level security setting, in one pipeline with the statement:
+-- BEGIN; SET LOCAL tododb.user_id; statement; COMMIT on Citus (make
+-- test-citus), set_config(..., true); statement elsewhere. It holds for the
+-- statement only, a failed statement leaves no open transaction behind, and
+-- with prepare on or off alike.
 local S = require "support"
 
 for _, prepare in ipairs { true, false } do
@@ -25,6 +27,10 @@ for _, prepare in ipairs { true, false } do
       local b = assert(db:query "SELECT txid_current() AS x")[1].x
       return a ~= b
     end
+
+    it("is sent with SET LOCAL in an explicit block on Citus only", function()
+      assert.equal(S.citus and "set_local" or "set_config", assert(db:info()).rls_setting)
+    end)
 
     it("is in force for the statement and gone after it", function()
       local t = assert(s:create_todo { title = "one" })
