@@ -16,7 +16,7 @@ local unpack = table.unpack or unpack
 -- commits (keep = true) or rolls back. Returns what fn returned.
 local function as_user(uid, fn, keep)
   assert(db:exec "BEGIN")
-  assert(db:query("SELECT set_config('tododb.user_id', $1, true)", tostring(uid)))
+  S.set_user(db, uid)
   local res = { n = 0 }
   local function collect(...) res = { n = select("#", ...), ... } end
   collect(pcall(fn))

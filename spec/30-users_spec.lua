@@ -29,7 +29,7 @@ local function todo_rows(uid)
     return n
   end
   assert(db:exec "BEGIN")
-  assert(db:query("SELECT set_config('tododb.user_id', $1, true)", tostring(uid)))
+  S.set_user(db, uid)
   local n = S.count(db, "SELECT count(*) AS n FROM todos WHERE user_id = $1", uid)
   assert(db:exec "ROLLBACK")
   return n

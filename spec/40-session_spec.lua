@@ -21,7 +21,7 @@ end
 -- Rows of todos as the user sees them in raw SQL (row-level security on).
 local function raw_todos(db, uid, where)
   assert(db:exec "BEGIN")
-  assert(db:query("SELECT set_config('tododb.user_id', $1, true)", tostring(uid)))
+  S.set_user(db, uid)
   local rows = assert(db:query("SELECT id, title, description, completed, updated_at FROM todos"
                                .. " WHERE user_id = $1 " .. (where or "") .. " ORDER BY id", uid))
   assert(db:exec "COMMIT")

@@ -197,7 +197,7 @@ describe("query plans over 200 000 rows", function()
   local function explain(name, generic)
     local p = params_for(name, target, sample)
     assert(db:exec "BEGIN")
-    assert(db:query("SELECT set_config('tododb.user_id', $1, true)", tostring(target)))
+    S.set_user(db, target)
     local rows, err
     if generic then
       assert(db:exec "SET LOCAL plan_cache_mode = force_generic_plan")
@@ -234,7 +234,7 @@ describe("query plans over 200 000 rows", function()
   it("a search listing still walks the index", function()
     if not S.admin_url then return pending "TODODB_ADMIN_URL is not set: no fast seeding" end
     assert(db:exec "BEGIN")
-    assert(db:query("SELECT set_config('tododb.user_id', $1, true)", tostring(target)))
+    S.set_user(db, target)
     local rows = assert(db:query("EXPLAIN " .. SQL.TDB_SQL_TODO_LIST_NEW, tostring(target),
                                  "9223372036854775807", "%todo 1%", "51"))
     assert(db:exec "ROLLBACK")

@@ -19,7 +19,7 @@ end
 -- Rows as the database holds them (as the user: row-level security).
 local function raw_count(uid)
   assert(db:exec "BEGIN")
-  assert(db:query("SELECT set_config('tododb.user_id', $1, true)", tostring(uid)))
+  S.set_user(db, uid)
   local n = S.count(db, "SELECT count(*) AS n FROM todos")
   assert(db:exec "ROLLBACK")
   return n

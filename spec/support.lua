@@ -45,6 +45,15 @@ function S.fresh(extra)
   return S.connect(extra)
 end
 
+-- Inside a transaction the spec opened: the row-level security setting for
+-- user uid as tododb sends it on Citus (SET LOCAL reaches the workers,
+-- set_config() would not), right on plain PostgreSQL too.
+function S.set_user(db, uid)
+  local v = tostring(uid)
+  assert(v:match "^%-?%d+$", "user id expected")
+  return assert(db:exec(("SET LOCAL tododb.user_id = '%s'"):format(v)))
+end
+
 -- Processes the specs start -------------------------------------------------
 
 -- Runs a shell command; true when it exits 0.
