@@ -52,6 +52,7 @@ build = {
     },
     ["tododb"] = "lua/tododb/init.lua",
     ["tododb.migrate"] = "lua/tododb/migrate.lua",
+    ["tododb.distribute"] = "lua/tododb/distribute.lua",
     ["tododb.cli"] = "lua/tododb/cli.lua",
     ["tododb.nginx"] = "lua/tododb/nginx.lua",
     ["tododb.testing"] = "lua/tododb/testing.lua",
@@ -61,6 +62,7 @@ build = {
     lua = {
       ["tododb.migrations.0001_init"] = "lua/tododb/migrations/0001_init.sql",
       ["tododb.migrations.0002_identity"] = "lua/tododb/migrations/0002_identity.sql",
+      ["tododb.migrations.0003_distributable"] = "lua/tododb/migrations/0003_distributable.sql",
       ["tododb.migrations.0004_identities"] = "lua/tododb/migrations/0004_identities.sql",
       ["tododb.migrations.0005_runtime_grants"] = "lua/tododb/migrations/0005_runtime_grants.sql",
     },
