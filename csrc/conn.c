@@ -287,13 +287,14 @@ static int push_result_error(lua_State *L, tdb_Conn *c, const PGresult *r) {
 static int send_stmt(tdb_Conn *c, int id, const char *const *vals, int *cmd, int *ncmd) {
   const tdb_Sql *q = &tdb_sql[id];
   if (!c->prepare) {
-    if (!PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals, NULL, NULL, 0)) return 0;
+    if (!PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals, NULL, NULL, TDB_BINARY))
+      return 0;
   } else {
     if (!c->prepared[id]) {
       if (!PQsendPrepare(c->pg, q->name, q->text, q->nparams, NULL)) return 0;
       cmd[(*ncmd)++] = -(id + 1);
     }
-    if (!PQsendQueryPrepared(c->pg, q->name, q->nparams, vals, NULL, NULL, 0)) return 0;
+    if (!PQsendQueryPrepared(c->pg, q->name, q->nparams, vals, NULL, NULL, TDB_BINARY)) return 0;
   }
   cmd[(*ncmd)++] = id + 1;
   return 1;
@@ -489,8 +490,9 @@ int tdb_run_batch(lua_State *L, tdb_Conn *c, const char *const *head, int nhead,
     }
   for (i = 0; i < n; i++) {
     const tdb_Sql *q = &tdb_sql[ids[i]];
-    if (!(c->prepare ? PQsendQueryPrepared(c->pg, q->name, q->nparams, vals[i], NULL, NULL, 0)
-                     : PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals[i], NULL, NULL, 0)))
+    if (!(c->prepare
+          ? PQsendQueryPrepared(c->pg, q->name, q->nparams, vals[i], NULL, NULL, TDB_BINARY)
+          : PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals[i], NULL, NULL, TDB_BINARY)))
       goto sync;
     what[nwhat++] = i;
   }

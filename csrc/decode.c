@@ -1,6 +1,7 @@
 /* decode.c: values out of a PGresult — int8, bool, timestamps — by type,
  * for db:query's rows and for the row objects (Todo, User). Nothing here
  * talks to the server. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "tdb.h"
@@ -110,17 +111,50 @@ static int iso_utc(const char *s, char *out) {
 
 /* ---- one value ----------------------------------------------------------- */
 
+/* Big-endian integer of n bytes (binary format). */
+static long long be_int(const char *p, int n) {
+  unsigned long long v = 0;
+  for (int i = 0; i < n; i++) v = (v << 8) | (unsigned char)p[i];
+  if (n < 8 && (v >> (8 * n - 1))) v |= ~0ULL << (8 * n);      /* sign */
+  return (long long)v;
+}
+
 long long tdb_get_int8(const PGresult *r, int row, int col) {
-  return tdb_parse_int8(PQgetvalue(r, row, col));
+  const char *v = PQgetvalue(r, row, col);
+  if (PQfformat(r, col) == 0) return tdb_parse_int8(v);
+  return be_int(v, PQgetlength(r, row, col));
 }
 
 int tdb_get_bool(const PGresult *r, int row, int col) {
-  return PQgetvalue(r, row, col)[0] == 't';
+  const char *v = PQgetvalue(r, row, col);
+  return PQfformat(r, col) == 0 ? v[0] == 't' : v[0] != 0;
+}
+
+/* Microseconds since 2000-01-01 00:00:00 UTC (binary timestamptz) as
+ * "YYYY-MM-DDTHH:MM:SS.ffffffZ", as to_char(… AT TIME ZONE 'UTC',
+ * 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') wrote it. */
+static void format_utc(long long us, char *out) {
+  long long day_us = 86400000000LL, days = us / day_us, t = us % day_us;
+  long y;
+  unsigned m, d;
+  if (t < 0) { t += day_us; days--; }
+  civil_from_days((long)days + 10957, &y, &m, &d);          /* 1970 -> 2000 */
+  if (y < 0 || y > 9999) { snprintf(out, TDB_TIME_BUF, "%s", us < 0 ? "-infinity" : "infinity"); return; }
+  put_digits(out, y, 4); out[4] = '-';
+  put_digits(out + 5, (long)m, 2); out[7] = '-';
+  put_digits(out + 8, (long)d, 2); out[10] = 'T';
+  put_digits(out + 11, (long)(t / 3600000000LL), 2); out[13] = ':';
+  put_digits(out + 14, (long)(t / 60000000LL % 60), 2); out[16] = ':';
+  put_digits(out + 17, (long)(t / 1000000 % 60), 2); out[19] = '.';
+  put_digits(out + 20, (long)(t % 1000000), 6);
+  out[26] = 'Z';
+  out[27] = '\0';
 }
 
 void tdb_get_time(const PGresult *r, int row, int col, char *out) {
   const char *v = PQgetvalue(r, row, col);
   size_t n = (size_t)PQgetlength(r, row, col);
+  if (PQfformat(r, col) == 1) { format_utc(be_int(v, 8), out); return; }
   if (PQftype(r, col) == OID_TIMESTAMPTZ && iso_utc(v, out)) return;
   if (n >= TDB_TIME_BUF) n = TDB_TIME_BUF - 1;       /* already text */
   memcpy(out, v, n);

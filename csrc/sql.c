@@ -4,12 +4,13 @@
  * Every UPDATE sets updated_at itself (no trigger: Citus refuses them). */
 #include "tdb.h"
 
-/* Timestamps as ISO-8601 UTC text whatever the DateStyle and TimeZone. */
-#define TS(c) "to_char(" c " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+/* Plain columns: results come in binary and decode.c formats the
+ * timestamps (ISO-8601 UTC) in C, whatever DateStyle and TimeZone say;
+ * no non-IMMUTABLE function runs in any statement. */
 /* Column lists of the row objects; their positions are TDB_TODO_* and
  * TDB_USER_* in tdb.h. */
-#define TODO_COLS "id, user_id, title, description, completed, " TS("created_at") ", " TS("updated_at")
-#define USER_COLS "id, email, " TS("created_at") ", " TS("updated_at")
+#define TODO_COLS "id, user_id, title, description, completed, created_at, updated_at"
+#define USER_COLS "id, email, created_at, updated_at"
 /* Listing: keyset pagination on (user_id, id); $2 is the cursor bound. */
 #define LIST(dir, cmp, extra) \
   "SELECT " TODO_COLS " FROM todos WHERE user_id = $1 AND id " cmp " $2" \

@@ -270,6 +270,9 @@ void tdb_cursor_config(lua_State *L, int idx, tdb_Conn *c);
 void tdb_token_open(lua_State *L);
 
 /* decode.c: values out of a PGresult ------------------------------------- */
+/* The statements of sql.c return binary results: no server-side formatting,
+ * so DateStyle and TimeZone cannot change what tododb returns. */
+#define TDB_BINARY 1
 #define TDB_TIME_BUF 32         /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" and its NUL */
 /* PostgreSQL's int8 text (also PQcmdTuples): an optional '-', digits. */
 long long tdb_parse_int8(const char *s);

@@ -560,6 +560,39 @@ describe("sessions over " .. mode.name, function()
       end)
     end)
   end)
+
+  describe("timestamps", function()
+    -- Formatted in C from binary results, never by the server: the same
+    -- bytes as to_char(... AT TIME ZONE 'UTC') whatever the session's
+    -- DateStyle and TimeZone are.
+    local TO_CHAR = "to_char(%s AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+    for _, setting in ipairs {
+      { "ISO, MDY", "UTC" }, { "SQL, DMY", "Pacific/Chatham" },
+      { "German", "America/St_Johns" }, { "Postgres, YMD", "Asia/Kathmandu" },
+    } do
+      it(("are ISO-8601 UTC under DateStyle %s, TimeZone %s"):format(setting[1], setting[2]), function()
+        assert(db:exec(("SET DateStyle = '%s'; SET TimeZone = '%s'"):format(setting[1], setting[2])))
+        local t = assert(sa:create_todo { title = "when" })
+        local u = assert(db:get_user(alice.id))
+        assert(db:exec "BEGIN")                -- as alice: row-level security
+        assert(db:query("SELECT set_config('tododb.user_id', $1, true)", tostring(alice.id)))
+        local want = assert(db:query(("SELECT %s AS c, %s AS u FROM todos WHERE user_id = $1 AND id = $2")
+          :format(TO_CHAR:format "created_at", TO_CHAR:format "updated_at"), alice.id, t.id))
+        assert(db:exec "COMMIT")
+        local wantu = assert(db:query(("SELECT %s AS c, %s AS u FROM users WHERE id = $1")
+          :format(TO_CHAR:format "created_at", TO_CHAR:format "updated_at"), alice.id))
+        assert.equal(1, #want)
+        assert.equal(1, #wantu)
+        assert.equal(want[1].c, t.created_at)
+        assert.equal(want[1].u, t.updated_at)
+        assert.equal(wantu[1].c, u.created_at)
+        assert.equal(wantu[1].u, u.updated_at)
+        assert.matches(ISO, t.created_at)
+        assert.equal(t.created_at, assert(sa:get_todo(t.id)).created_at)
+        assert.equal(t.updated_at, assert(sa:list_todos().items[1]).updated_at)
+      end)
+    end
+  end)
 end)
 end
 
