@@ -128,6 +128,7 @@ describe("sessions on a role the wall does not apply to", function()
   for _, how in ipairs { "itself", "through a role it can SET ROLE to (like Neon's neon_superuser)" } do
     it("are refused on a role that has BYPASSRLS " .. how, function()
       if not S.admin_url then return pending "TODODB_ADMIN_URL is not set" end
+      if S.pooler then return pending "the pooler's auth file knows only the suite's own roles" end
       local url = S.url:gsub("([?&]user=)[^&]*", "%1tododb_spec_bypass")
       if url == S.url or not S.url:find("[?&]user=") then
         return pending "DATABASE_URL does not name its user as ?user= (the embedded database's form)"
