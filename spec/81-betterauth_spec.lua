@@ -5,14 +5,9 @@ local support = require "support"
 local tododb = require "tododb"
 local cjson = require "cjson"
 
-local dir = os.getenv "TDB_INTEROP"
-local ready = dir and support.admin_url
-  and io.open(dir .. "/node_modules/better-auth/package.json") ~= nil
-
-if not ready then
-  describe("Better Auth interop", function()
-    pending("needs `make interop` (npm install of interop/) and TODODB_ADMIN_URL")
-  end)
+local dir, why = support.interop_dir()
+if not dir then
+  describe("Better Auth interop", function() pending(why) end)
   return
 end
 

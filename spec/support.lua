@@ -54,6 +54,16 @@ function S.set_user(db, uid)
   return assert(db:exec(("SET LOCAL tododb.user_id = '%s'"):format(v)))
 end
 
+-- The npm install of interop/ (make interop sets TDB_INTEROP) when it is
+-- there and a superuser URL is known; else nil and why the specs wait.
+function S.interop_dir()
+  local dir = os.getenv "TDB_INTEROP"
+  local f = dir and S.admin_url and io.open(dir .. "/node_modules/better-auth/package.json")
+  if not f then return nil, "needs `make interop` (npm install of interop/) and TODODB_ADMIN_URL" end
+  f:close()
+  return dir
+end
+
 -- Processes the specs start -------------------------------------------------
 
 -- Runs a shell command; true when it exits 0.
