@@ -6,6 +6,7 @@
 --   local pg = C.new { conf = { max_connections = 5 }, tcp = true }
 --   pg:start(); pg:url "postgres"; pg:psql "SELECT 1"; pg:stop "fast"; pg:destroy()
 local S = require "support"
+local system = require "system"
 
 local C = {}
 C.__index = C
@@ -83,19 +84,67 @@ function C:restart(mode)
   return self:pg_ctl(("-m %s -l %s -w -t 60 restart"):format(mode or "fast", q(self.dir .. "/server.log")))
 end
 
--- The postmaster's pid (nil when not running).
+-- A process is gone once /proc no longer lists it. A killed process stays a
+-- zombie until its parent (init, for a postmaster) reaps it, which can take
+-- a second or more; `kill -0` succeeds on a zombie, and a new postmaster
+-- refuses to start while the old one's pid answers `kill -0`.
+local function gone(pid)
+  local f = io.open("/proc/" .. pid .. "/stat")
+  if not f then return true end
+  f:close()
+  return false
+end
+
+-- Waits (polling, at most `secs` seconds) until every pid of the list is gone.
+local function wait_gone(pids, secs)
+  local deadline = system.monotime() + secs
+  repeat
+    local left = false
+    for _, p in ipairs(pids) do left = left or not gone(p) end
+    if not left then return true end
+    system.sleep(0.05)
+  until system.monotime() > deadline
+  return nil, "processes still there after " .. secs .. " s: " .. table.concat(pids, " ")
+end
+
+-- The postmaster's pid when this server's postmaster runs (not a zombie,
+-- not a stale pid file left by a crash), else nil.
 function C:pid()
   local f = io.open(self.data .. "/postmaster.pid")
   if not f then return nil end
   local pid = tonumber(f:read "*l")
   f:close()
+  f = pid and io.open("/proc/" .. pid .. "/cmdline")
+  local cmd = f and f:read "*a" or ""
+  if f then f:close() end
+  if not cmd:find(self.data, 1, true) then return nil end
   return pid
+end
+
+-- The postmaster and the processes it started: { postmaster, children... }.
+function C:pids()
+  local pid = self:pid()
+  if not pid then return {} end
+  local pids = { pid }
+  for p in S.capture("pgrep -P " .. pid):gmatch "%d+" do pids[#pids + 1] = tonumber(p) end
+  return pids
 end
 
 -- Sends a signal to the postmaster ("KILL", "STOP", "CONT", ...).
 function C:signal(sig)
   local pid = self:pid()
   return pid and S.run(("kill -%s %d"):format(sig, pid))
+end
+
+-- Crashes the server: the postmaster is stopped (it starts nothing more),
+-- then it and every process it started get SIGKILL. Returns true once they
+-- are all gone (the server can start again), nil and why after `secs`
+-- seconds (default 60).
+function C:kill9(secs)
+  local pids = self:pids()
+  if not pids[1] then return nil, "the server is not running" end
+  S.run(("kill -STOP %d; kill -KILL %s 2>/dev/null"):format(pids[1], table.concat(pids, " ")))
+  return wait_gone(pids, secs or 60)
 end
 
 -- URL as `user` over the unix socket, or over TCP when tcp is true.
@@ -116,11 +165,14 @@ function C:psql(sql, db)
   return body
 end
 
--- Stops the server (immediately) and removes its directory.
+-- Stops the server (immediately; also when a spec froze it with SIGSTOP or
+-- left it half-dead) and removes its directory. Specs call it from
+-- teardown/finally so that a failing spec stops its servers too.
 function C:destroy()
-  if self:pid() then
-    self:signal "CONT"
-    self:stop "immediate"
+  local pids = self:pids()
+  if pids[1] then
+    S.run("kill -CONT " .. table.concat(pids, " ") .. " 2>/dev/null")   -- some may have ended
+    if not self:pg_ctl "-m immediate -w -t 20 stop" then self:kill9() end
   end
   S.run("rm -rf " .. q(self.dir))
 end

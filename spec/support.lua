@@ -78,13 +78,17 @@ function S.capture(cmd)
 end
 
 -- Starts a Lua script in another process of this interpreter (same package
--- paths); returns the pipe of its stdout and stderr.
-function S.spawn_lua(script)
+-- paths); returns the pipe of its stdout and stderr, or, with `out`, a pipe
+-- that stays empty while they go to the file `out` (a process that writes
+-- more than a pipe holds, 64 KiB, before the spec reads it would block).
+-- Closing the pipe waits for the process to end.
+function S.spawn_lua(script, out)
   local file = os.tmpname()
   local f = assert(io.open(file, "w"))
   f:write(script)
   f:close()
-  return assert(io.popen(("%s '%s' 2>&1; rm -f '%s'"):format(S.interp, file, file), "r"))
+  local to = out and (">'" .. out .. "' ") or ""
+  return assert(io.popen(("%s '%s' %s2>&1; rm -f '%s'"):format(S.interp, file, to, file), "r"))
 end
 
 -- Rows of a table as the admin sees them, bypassing row-level security;
