@@ -1,6 +1,6 @@
-/* conn.c: Connection — the class, statement cache, pipelined session
- * statements, reconnect, and db:exec / db:query. Connecting is connect.c's,
- * reading values decode.c's. */
+/* conn.c: Connection — the class, the statement runner (named, ad-hoc and
+ * simple-protocol statements under one policy), reconnect, db:exec, db:query
+ * and db:info. Connecting is connect.c's, reading values decode.c's. */
 #include <stdlib.h>
 #include <string.h>
 #include <sodium.h>
@@ -264,17 +264,103 @@ static int conn_tostring(lua_State *L) {
   return 1;
 }
 
-/* ---- running statements ----------------------------------------------- */
+/* ---- the statement runner --------------------------------------------------
+ * Every statement runs through run(): sql.c's named ones (tdb_run), db:query's
+ * ad-hoc ones and simple-protocol text (db:exec, tdb_exec), under one policy:
+ * - prepared once per server session and reused (unnamed with c->prepare off);
+ * - bounded by the per-call deadline (c->call_timeout);
+ * - a broken connection is re-made before the statement (never inside
+ *   s:transaction, c->tx);
+ * - after a lost connection a read is retried once, a write never: it may
+ *   have run;
+ * - a statement the server lost (26000: a pooler's DISCARD ALL, DEALLOCATE)
+ *   or already has (42P05) did not run: prepared afresh and tried once more. */
+
+/* One statement as the runner sees it. */
+typedef struct Stmt {
+  tdb_Sql q;                    /* name (NULL: unnamed), text, nparams, readonly */
+  int simple;                   /* simple protocol: several statements, no parameters */
+  int format;                   /* result format: TDB_BINARY, or 0 for text */
+  unsigned char *prepared;      /* set once the server session has q.name */
+  /* db:query: the stack index of the connection, whose uservalue maps text
+   * to the name it was prepared under (0 for sql.c's statements). */
+  int cache;
+  int cached;                   /* the name came from that cache */
+  unsigned char flag;           /* *prepared of an ad-hoc statement */
+  char name[64];
+} Stmt;
+
+/* sql.c's statement id on c. */
+static Stmt named(const tdb_Conn *c, int id) {
+  Stmt s;
+  memset(&s, 0, sizeof s);
+  s.q = tdb_sql[id];
+  if (!c->prepare) s.q.name = NULL;
+  s.format = TDB_BINARY;
+  s.prepared = (unsigned char *)&c->prepared[id];
+  return s;
+}
+
+/* Names db:query's statement for this attempt: the name its text was
+ * prepared under in this server session, or a new one; unnamed with prepare
+ * off or past MAX_ADHOC. A name holds this client's random nonce and the
+ * server session's generation, so behind a transaction pooler a server
+ * session prepared by another client can never run its statement for ours:
+ * ours is missing there (26000, prepared again), never a different one under
+ * the same name. */
+static void name_adhoc(lua_State *L, tdb_Conn *c, Stmt *s) {
+  char prefix[40];
+  s->q.name = NULL;
+  s->prepared = &s->flag;
+  s->flag = 0;
+  s->cached = 0;
+  if (!c->prepare) return;
+  tdb_getuservalue(L, s->cache);
+  if (c->cache_generation != c->generation) {    /* names of before: all gone */
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    tdb_setuservalue(L, s->cache);
+    c->cache_generation = c->generation;
+  }
+  snprintf(prefix, sizeof prefix, "tdb_q%016llx_%u_", c->nonce, c->generation);
+  lua_getfield(L, -1, s->q.text);
+  if (lua_isstring(L, -1)) {
+    snprintf(s->name, sizeof s->name, "%s", lua_tostring(L, -1));
+    s->flag = s->cached = 1;
+  } else if (c->nadhoc < MAX_ADHOC) {
+    snprintf(s->name, sizeof s->name, "%s%d", prefix, ++c->nadhoc);
+  }
+  lua_pop(L, 2);
+  if (s->name[0]) s->q.name = s->name;
+}
+
+/* Keeps the name of an ad-hoc statement the server session now has. */
+static void note_adhoc(lua_State *L, tdb_Conn *c, const Stmt *s) {
+  if (!s->q.name || !s->flag || s->cached || c->cache_generation != c->generation) return;
+  tdb_getuservalue(L, s->cache);
+  lua_pushstring(L, s->name);
+  lua_setfield(L, -2, s->q.text);
+  lua_pop(L, 1);
+}
 
 static int result_failed(const PGresult *r) {
   ExecStatusType s = PQresultStatus(r);
   return s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && s != PGRES_PIPELINE_SYNC;
 }
 
+static int is_copy(const PGresult *r) {
+  ExecStatusType s = PQresultStatus(r);
+  return s == PGRES_COPY_IN || s == PGRES_COPY_OUT || s == PGRES_COPY_BOTH;
+}
+
 /* Pushes nil, err for a failed result (or a broken connection). */
 static int push_result_error(lua_State *L, tdb_Conn *c, const PGresult *r) {
   const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
   const char *msg = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  if (r && is_copy(r))
+    return tdb_push_error(L, "invalid", NULL, NULL,
+                          "COPY from or to the client is not supported (use psql)");
   if (!alive(c))
     return conn_error(L, c, "unavailable", state, "database connection lost: ",
                       PQerrorMessage(c->pg));
@@ -282,29 +368,49 @@ static int push_result_error(lua_State *L, tdb_Conn *c, const PGresult *r) {
   return conn_error(L, c, tdb_sqlstate_code(state), state, "", msg);
 }
 
-/* Queues statement id (preparing it first when needed), noting in cmd what
- * each queued command is: -(id + 1) a prepare, id + 1 the statement. */
-static int send_stmt(tdb_Conn *c, int id, const char *const *vals, int *cmd, int *ncmd) {
-  const tdb_Sql *q = &tdb_sql[id];
-  if (!c->prepare) {
-    if (!PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals, NULL, NULL, TDB_BINARY))
-      return 0;
-  } else {
-    if (!c->prepared[id]) {
-      if (!PQsendPrepare(c->pg, q->name, q->text, q->nparams, NULL)) return 0;
-      cmd[(*ncmd)++] = -(id + 1);
-    }
-    if (!PQsendQueryPrepared(c->pg, q->name, q->nparams, vals, NULL, NULL, TDB_BINARY)) return 0;
-  }
-  cmd[(*ncmd)++] = id + 1;
-  return 1;
-}
-
 static int has_state(const PGresult *r, const char *state) {
   const char *s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
   return s && !strcmp(s, state);
 }
 
+static int is_conflict(const PGresult *r) {
+  return has_state(r, "40001") || has_state(r, "40P01");
+}
+
+/* What each command queued in a pipeline is. */
+#define MAX_PIPE 8
+typedef struct Pipe {
+  int n;
+  unsigned char *prepare[MAX_PIPE];     /* a prepare: the flag its result sets */
+  unsigned char main[MAX_PIPE];         /* the statement whose result is returned */
+} Pipe;
+
+static void queued(Pipe *p, unsigned char *prepare, int main) {
+  p->prepare[p->n] = prepare;
+  p->main[p->n++] = (unsigned char)main;
+}
+
+/* Queues statement s (preparing it first when needed). */
+static int send_stmt(tdb_Conn *c, const Stmt *s, const char *const *vals, Pipe *p, int main) {
+  const tdb_Sql *q = &s->q;
+  if (!q->name) {
+    if (!PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals, NULL, NULL, s->format))
+      return 0;
+  } else {
+    if (!*s->prepared) {
+      if (!PQsendPrepare(c->pg, q->name, q->text, q->nparams, NULL)) return 0;
+      queued(p, s->prepared, 0);
+    }
+    if (!PQsendQueryPrepared(c->pg, q->name, q->nparams, vals, NULL, NULL, s->format)) return 0;
+  }
+  queued(p, NULL, main);
+  return 1;
+}
+
+static int send_named(tdb_Conn *c, int id, const char *const *vals, Pipe *p) {
+  Stmt s = named(c, id);
+  return send_stmt(c, &s, vals, p, 0);
+}
 
 /* ---- the row-level security setting ------------------------------------
  * On a server with Citus (c->set_local, probed at connect) a session
@@ -317,38 +423,50 @@ static int has_state(const PGresult *r, const char *state) {
  * On plain PostgreSQL it runs as set_config(..., true); statement — the
  * pipeline's implicit transaction bounds the setting just as well, with two
  * statements fewer (the explicit block cost ~10 % per read there).
- * Inside s:transaction (c->tx) the setting is in force already:
- * run_in_tx sends statements alone. */
+ * Inside s:transaction (c->tx) the setting is in force already: statements
+ * go alone. */
 
-static int queue_user_setting(tdb_Conn *c, const char *owner, int *cmd, int *ncmd) {
+static int queue_user_setting(tdb_Conn *c, const char *owner, Pipe *p) {
   char text[96];
   size_t n = strlen(owner);
   if (n == 0 || n > 20 || strspn(owner, "-0123456789") != n) return 0;
-  if (!c->set_local) return send_stmt(c, TDB_SQL_SET_CONFIG, &owner, cmd, ncmd);
-  if (!send_stmt(c, TDB_SQL_BEGIN, NULL, cmd, ncmd)) return 0;
+  if (!c->set_local) return send_named(c, TDB_SQL_SET_CONFIG, &owner, p);
+  if (!send_named(c, TDB_SQL_BEGIN, NULL, p)) return 0;
   snprintf(text, sizeof text, "%s%s'", tdb_sql[TDB_SQL_SET_USER].text, owner);
   if (!PQsendQueryParams(c->pg, text, 0, NULL, NULL, NULL, NULL, 0)) return 0;
-  cmd[(*ncmd)++] = 0;
+  queued(p, NULL, 0);
   return 1;
 }
 
-/* One pipelined round trip: [BEGIN; SET LOCAL | set_config] [prepare] statement [COMMIT],
- * sync. Returns the statement's result or NULL with *err the first failure
- * (NULL too when the connection broke). A failed transaction block is
- * rolled back (a second round trip, on errors only). */
-static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
-                          const char *const *vals, double deadline, PGresult **err) {
-  int cmd[8], ncmd = 0, i = 0, nulls = 0, block = owner != NULL;
-  PGresult *main = NULL;
-  *err = NULL;
-  c->timed_out = 0;
-  if (!PQenterPipelineMode(c->pg)) return NULL;
-  if ((!block || queue_user_setting(c, owner, cmd, &ncmd))
-      && send_stmt(c, id, vals, cmd, &ncmd) && block && c->set_local)
-    (void)send_stmt(c, TDB_SQL_COMMIT, NULL, cmd, &ncmd);
+/* Sends s: simple protocol, or one pipelined round trip of
+ * [BEGIN; SET LOCAL | set_config] [prepare] statement [COMMIT], sync. */
+static int send_all(tdb_Conn *c, const char *owner, const Stmt *s,
+                    const char *const *vals, Pipe *p) {
+  if (s->simple) return PQsendQuery(c->pg, s->q.text);
+  if (!PQenterPipelineMode(c->pg)) return 0;
+  if ((!owner || queue_user_setting(c, owner, p)) && send_stmt(c, s, vals, p, 1)
+      && owner && c->set_local)
+    (void)send_named(c, TDB_SQL_COMMIT, NULL, p);
   /* Even after a failed send, sync and drain: the connection must leave
    * pipeline mode idle, or be broken (and reconnected on the next call). */
-  if (!PQpipelineSync(c->pg)) ncmd = 0;
+  if (!PQpipelineSync(c->pg)) p->n = 0;
+  return 1;
+}
+
+/* Sends s and reads its results until the deadline (tdb_now() seconds, 0:
+ * none). Returns the statement's result (the last one of simple-protocol
+ * text) or NULL with *err the first failure (NULL too when the connection
+ * broke). A failed transaction block is rolled back (a second round trip, on
+ * errors only). */
+static PGresult *run_once(tdb_Conn *c, const char *owner, const Stmt *s,
+                          const char *const *vals, double deadline, PGresult **err) {
+  Pipe p;
+  int i = 0, nulls = 0, piped = !s->simple;
+  PGresult *main = NULL;
+  *err = NULL;
+  p.n = 0;
+  c->timed_out = 0;
+  if (!send_all(c, owner, s, vals, &p)) return NULL;
   for (;;) {
     PGresult *r;
     if (deadline > 0 && !tdb_wait_result(c->pg, deadline)) {
@@ -361,64 +479,75 @@ static PGresult *run_once(tdb_Conn *c, const char *owner, int id,
     }
     r = PQgetResult(c->pg);
     if (!r) {
-      if (++nulls > 1) break;          /* nothing more will come */
+      if (!piped || ++nulls > 1) break;          /* nothing more will come */
       i++;
       continue;
     }
     nulls = 0;
     if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) { PQclear(r); break; }
-    if (i < ncmd && cmd[i] < 0 && (!result_failed(r) || has_state(r, "42P05")))
-      c->prepared[-cmd[i] - 1] = 1;     /* prepared now, or there already */
+    if (is_copy(r)) {                   /* never started: the connection is stuck */
+      c->broken = 1;
+      PQclear(*err);
+      *err = r;
+      break;
+    }
+    if (i < p.n && p.prepare[i] && (!result_failed(r) || has_state(r, "42P05")))
+      *p.prepare[i] = 1;                /* prepared now, or there already */
     if (result_failed(r)) {
       if (!*err && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) { *err = r; continue; }
-    } else if (i < ncmd && cmd[i] == id + 1) {
+    } else if (!piped || (i < p.n && p.main[i])) {
       PQclear(main);
       main = r;
       continue;
     }
     PQclear(r);
   }
-  /* A connection that cannot leave pipeline mode is useless: reconnect. */
-  if (!PQexitPipelineMode(c->pg)) c->broken = 1;
-  else if (block && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
-    PQclear(PQexec(c->pg, tdb_sql[TDB_SQL_ROLLBACK].text));
+  if (piped) {
+    /* A connection that cannot leave pipeline mode is useless: reconnect. */
+    if (!PQexitPipelineMode(c->pg)) c->broken = 1;
+    else if (owner && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+      PQclear(PQexec(c->pg, tdb_sql[TDB_SQL_ROLLBACK].text));
+  }
   if (*err || !main) { PQclear(main); return NULL; }
   return main;
 }
 
-static PGresult *run_in_tx(lua_State *L, tdb_Conn *c, int id, const char *const *vals,
-                           double deadline);
-
 /* A call that hit c->call_timeout: nil, err pushed; NULL. */
-static PGresult *timed_out(lua_State *L, tdb_Conn *c, int id) {
+static PGresult *timed_out(lua_State *L, tdb_Conn *c, const Stmt *s) {
   char msg[256];
   snprintf(msg, sizeof msg, "no answer within %.3g s from host %s%s", c->call_timeout,
            PQhost(c->pg) ? PQhost(c->pg) : "?",
-           tdb_sql[id].readonly ? "" : "; the change may have been made");
+           s->q.readonly ? "" : "; the change may have been made");
   conn_error(L, c, "unavailable", NULL, "database timed out: ", msg);
   return NULL;
 }
 
-PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
-                  const char *const *vals) {
-  int attempt;
+/* Runs s under the policy above. Inside s:transaction the RLS setting is in
+ * force already and a failure is final (the transaction is aborted; a new
+ * connection would not hold it). Returns the result (the caller clears it)
+ * or NULL with nil, err pushed. */
+static PGresult *run(lua_State *L, tdb_Conn *c, const char *owner, Stmt *s,
+                     const char *const *vals) {
   double deadline = c->call_timeout > 0 ? tdb_now() + c->call_timeout : 0;
-  if (c->tx) return run_in_tx(L, c, id, vals, deadline);
-  for (attempt = 0; ; attempt++) {
-    PGresult *err, *r;
-    if (!ensure(L, c)) return NULL;
-    r = run_once(c, owner, id, vals, deadline, &err);
+  for (int attempt = 0; ; attempt++) {
+    PGresult *err = NULL, *r;
+    if (c->tx ? !alive(c) : !ensure(L, c)) {
+      if (c->tx) push_result_error(L, c, NULL);
+      return NULL;
+    }
+    if (s->cache) name_adhoc(L, c, s);
+    r = run_once(c, c->tx ? NULL : owner, s, vals, deadline, &err);
+    if (s->cache) note_adhoc(L, c, s);
     if (r) return r;
-    if (c->timed_out) return timed_out(L, c, id);   /* never retried: it may have run */
-    if (!alive(c) && tdb_sql[id].readonly && attempt == 0) {
+    if (c->timed_out) return timed_out(L, c, s);    /* never retried: it may have run */
+    if (c->tx) {
+      if (is_conflict(err)) c->tx_conflict = 1;
+    } else if (attempt == 0 && !alive(c) && s->q.readonly && !s->simple) {
       PQclear(err);                     /* a read may be retried once */
       continue;
-    }
-    /* The server lost our prepared statements (a pooler's DISCARD ALL, a
-     * DEALLOCATE) or already has one: the statement did not run, so any
-     * statement may be prepared afresh and tried once more. */
-    if (alive(c) && attempt == 0 && (has_state(err, "26000") || has_state(err, "42P05"))) {
-      if (has_state(err, "26000")) memset(c->prepared, 0, sizeof c->prepared);
+    } else if (attempt == 0 && alive(c) && !s->simple
+               && (has_state(err, "26000") || has_state(err, "42P05"))) {
+      if (has_state(err, "26000")) forget_statements(c);
       PQclear(err);
       continue;
     }
@@ -428,38 +557,18 @@ PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
   }
 }
 
-/* ---- explicit transactions: s:transaction and s:batch (session.c) ------ */
-
-static int is_conflict(const PGresult *r) {
-  return has_state(r, "40001") || has_state(r, "40P01");
-}
-
-/* A statement inside s:transaction: the RLS setting is in force already, and
- * a failure is final (the transaction is aborted; a new connection would not
- * hold it). */
-static PGresult *run_in_tx(lua_State *L, tdb_Conn *c, int id, const char *const *vals,
-                           double deadline) {
-  PGresult *err = NULL, *r;
-  if (alive(c) && (r = run_once(c, NULL, id, vals, deadline, &err)) != NULL) return r;
-  if (c->timed_out) return timed_out(L, c, id);
-  if (is_conflict(err)) c->tx_conflict = 1;
-  push_result_error(L, c, err);
-  PQclear(err);
-  return NULL;
+PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
+                  const char *const *vals) {
+  Stmt s = named(c, id);
+  return run(L, c, owner, &s, vals);
 }
 
 PGresult *tdb_exec(lua_State *L, tdb_Conn *c, const char *sql) {
-  PGresult *r;
-  if (c->tx ? !alive(c) : !ensure(L, c)) {
-    if (c->tx) push_result_error(L, c, NULL);
-    return NULL;
-  }
-  r = PQexec(c->pg, sql);
-  if (r && !result_failed(r)) return r;
-  if (c->tx && is_conflict(r)) c->tx_conflict = 1;
-  push_result_error(L, c, r);
-  PQclear(r);
-  return NULL;
+  Stmt s;
+  memset(&s, 0, sizeof s);
+  s.q.text = sql;
+  s.simple = 1;
+  return run(L, c, NULL, &s, NULL);
 }
 
 int tdb_run_batch(lua_State *L, tdb_Conn *c, const char *const *head, int nhead,
@@ -547,15 +656,8 @@ done:
 /* db:exec(sql) -> true | nil, err   (simple protocol; several statements) */
 static int conn_exec(lua_State *L) {
   tdb_Conn *c = tdb_check_conn(L, 1);
-  const char *sql = luaL_checkstring(L, 2);
-  PGresult *r;
-  if (!ensure(L, c)) return 2;
-  r = PQexec(c->pg, sql);
-  if (!r || result_failed(r)) {
-    push_result_error(L, c, r);
-    PQclear(r);
-    return 2;
-  }
+  PGresult *r = tdb_exec(L, c, luaL_checkstring(L, 2));
+  if (!r) return 2;
   PQclear(r);
   lua_pushboolean(L, 1);
   return 1;
@@ -588,18 +690,63 @@ static void push_param(lua_State *L, int i) {
   }
 }
 
+/* Skips white space and SQL comments (block comments nest). NULL when a
+ * comment does not end. */
+static const char *skip_space(const char *p) {
+  for (;;) {
+    p += strspn(p, " \t\r\n\f\v");
+    if (p[0] == '-' && p[1] == '-') p += strcspn(p, "\n");
+    else if (p[0] == '/' && p[1] == '*') {
+      int depth = 0;
+      do {
+        if (!*p) return NULL;
+        if (p[0] == '/' && p[1] == '*') { depth++; p += 2; }
+        else if (p[0] == '*' && p[1] == '/') { depth--; p += 2; }
+        else p++;
+      } while (depth > 0);
+    } else return p;
+  }
+}
+
+static int word_char(char ch) {
+  return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9')
+         || ch == '_' || ch == '$' || (unsigned char)ch >= 0x80;
+}
+
+/* Is the word w (lower case) at p, whole? */
+static int word_at(const char *p, const char *w) {
+  size_t n = strlen(w);
+  for (size_t i = 0; i < n; i++) if ((p[i] | 0x20) != w[i]) return 0;
+  return !word_char(p[n]);
+}
+
+/* Is db:query's text a read, which may run twice? Its first word is SELECT,
+ * VALUES, TABLE or SHOW and no word is INTO (SELECT … INTO makes a table).
+ * Anything else is taken for a write. */
+static int adhoc_read(const char *sql) {
+  static const char *const reads[] = { "select", "values", "table", "show", NULL };
+  const char *p = skip_space(sql);
+  int read = 0;
+  if (!p) return 0;
+  for (int i = 0; reads[i]; i++) if (word_at(p, reads[i])) read = 1;
+  for (; read && *p; p++)
+    if (!word_char(*p) && word_at(p + 1, "into")) read = 0;
+  return read;
+}
+
 /* db:query(sql, ...) -> rows, count | nil, err
  * $n parameters from the extra arguments (nil or tododb.null is NULL).
- * rows: array of tables keyed by column name; count: rows affected. */
+ * rows: array of tables keyed by column name; count: rows affected. Runs
+ * under the named statements' policy (run), results in text. */
 static int conn_query(lua_State *L) {
   tdb_Conn *c = tdb_check_conn(L, 1);
-  const char *sql = luaL_checkstring(L, 2);
-  int n = lua_gettop(L) - 2, base, named = 0;
+  int n = lua_gettop(L) - 2, base;
   const char **vals;
   PGresult *r;
-  char name[64];
+  Stmt s;
+  memset(&s, 0, sizeof s);
+  s.q.text = luaL_checkstring(L, 2);
   if (n > 1000) tdb_argerror(L, 3, "at most 1000 parameters, got %d", n);
-  if (!ensure(L, c)) return 2;
   luaL_checkstack(L, n + 8, "too many parameters");
   vals = lua_newuserdata(L, sizeof *vals * (size_t)(n > 0 ? n : 1));
   base = lua_gettop(L);
@@ -607,48 +754,10 @@ static int conn_query(lua_State *L) {
     push_param(L, 3 + i);
     vals[i] = lua_tostring(L, -1);
   }
-  /* Statement cache: sql -> name. A name holds this client's random nonce,
-   * so behind a transaction pooler a server session prepared by another
-   * client can never run its statement for ours: ours is missing there
-   * (an error, 26000), never a different one under the same name. */
-  if (c->prepare) {
-    tdb_getuservalue(L, 1);
-    lua_getfield(L, -1, sql);
-    snprintf(name, sizeof name, "tdb_q%016llx_%u_", c->nonce, c->generation);
-    if (lua_isstring(L, -1) && !strncmp(lua_tostring(L, -1), name, strlen(name))) {
-      snprintf(name, sizeof name, "%s", lua_tostring(L, -1));
-      named = 1;
-    } else if (c->nadhoc < MAX_ADHOC) {
-      PGresult *p;
-      snprintf(name, sizeof name, "tdb_q%016llx_%u_%d", c->nonce, c->generation, c->nadhoc + 1);
-      p = PQprepare(c->pg, name, sql, n, NULL);
-      if (!p || result_failed(p)) {
-        push_result_error(L, c, p);
-        PQclear(p);
-        return 2;
-      }
-      PQclear(p);
-      c->nadhoc++;
-      lua_pushstring(L, name);
-      lua_setfield(L, -3, sql);
-      named = 1;
-    }
-    lua_pop(L, 2);
-  }
-  r = named ? PQexecPrepared(c->pg, name, n, vals, NULL, NULL, 0)
-            : PQexecParams(c->pg, sql, n, NULL, vals, NULL, NULL, 0);
-  if (!r || result_failed(r)) {
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    if (named && state && !strcmp(state, "26000")) {
-      tdb_getuservalue(L, 1);           /* the server forgot it: forget it too */
-      lua_pushnil(L);
-      lua_setfield(L, -2, sql);
-      lua_pop(L, 1);
-    }
-    push_result_error(L, c, r);
-    PQclear(r);
-    return 2;
-  }
+  s.q.nparams = n;
+  s.q.readonly = adhoc_read(s.q.text);
+  s.cache = 1;
+  if ((r = run(L, c, NULL, &s, vals)) == NULL) return 2;
   lua_settop(L, base);
   tdb_push_rows(L, r);
   {

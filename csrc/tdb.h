@@ -117,6 +117,7 @@ typedef struct tdb_Conn {
   unsigned char prepared[TDB_NSQL];
   int nadhoc;                   /* named ad-hoc statements so far */
   unsigned generation;          /* bumped whenever prepared statements are lost */
+  unsigned cache_generation;    /* that of db:query's statement cache */
   unsigned long long nonce;     /* random: ad-hoc names of two clients never meet */
   int broken;                   /* reconnect before the next statement */
   /* s:transaction: the Session of the transaction open on this connection,
@@ -134,7 +135,10 @@ typedef struct tdb_Conn {
 
 /* The open connection at idx; raises when it is closed. */
 tdb_Conn *tdb_check_conn(lua_State *L, int idx);
-/* Runs statement id with text parameters. With owner non-NULL the statement
+/* The statement runner: tdb_run, tdb_exec and db:query share its policy
+ * (conn.c: prepared once per server session, the per-call deadline, reads
+ * retried once after a lost connection, writes never).
+ * Runs statement id with text parameters. With owner non-NULL the statement
  * runs with the row-level security setting tododb.user_id = owner in one
  * pipeline (one round trip): BEGIN; SET LOCAL; statement; COMMIT on Citus,
  * set_config(); statement elsewhere; or alone when c->tx says an explicit
@@ -143,9 +147,10 @@ tdb_Conn *tdb_check_conn(lua_State *L, int idx);
 PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
                   const char *const *vals);
 /* Explicit transactions (session.c's s:transaction and s:batch). */
-/* Runs sql with the simple protocol (several statements allowed) and returns
- * the last result (the caller clears it); NULL with nil, err pushed. Inside a
- * transaction a lost connection is an error, never a silent reconnect. */
+/* Runs sql with the simple protocol (several statements allowed; db:exec)
+ * and returns the last result (the caller clears it); NULL with nil, err
+ * pushed. Never retried; inside a transaction a lost connection is an error,
+ * never a silent reconnect. */
 PGresult *tdb_exec(lua_State *L, tdb_Conn *c, const char *sql);
 /* One pipeline, one round trip: the parameterless statements head[0..nhead),
  * statements ids[i] with vals[i] (i < n), tail (or NULL), then sync. res[i]

@@ -20,12 +20,16 @@ describe("the per-call deadline", function()
   end)
   teardown(function() if pg then pg:destroy() end end)
 
-  -- A connection whose server process is frozen (SIGSTOP) from now on.
-  local function frozen(opts)
-    local db = assert(tododb.connect(url, S.opts(opts)))
+  -- Freezes (SIGSTOP) db's server process from now on; returns its pid.
+  local function freeze(db)
     local pid = db:query "SELECT pg_backend_pid() AS p"[1].p
     assert(S.run(("kill -STOP %d"):format(pid)))
-    return db, pid
+    return pid
+  end
+  -- A new connection, frozen.
+  local function frozen(opts)
+    local db = assert(tododb.connect(url, S.opts(opts)))
+    return db, freeze(db)
   end
   local function thaw(pid)
     S.run(("kill -CONT %d; kill -TERM %d"):format(pid, pid))
@@ -70,5 +74,36 @@ describe("the per-call deadline", function()
     local check = assert(tododb.connect(url, S.opts()))
     assert.equal(0, check:query("SELECT count(*) AS n FROM users WHERE email = $1", "late@example.com")[1].n)
     check:close()
+  end)
+
+  it("bounds db:query and db:exec as well, under the same read and write rule", function()
+    if why then return pending(why) end
+    local db, pid = frozen { timeout = 1 }
+    local t0 = system.monotime()
+    local rows, err = db:query("SELECT $1::int AS v", 7)
+    local elapsed = system.monotime() - t0
+    thaw(pid)
+    assert.is_nil(rows)
+    assert.equal("unavailable", err.code)
+    assert.matches("no answer within 1 s", err.message, 1, true)
+    assert.is_nil(err.message:find("may have been made", 1, true))
+    assert.is_true(elapsed >= 0.9 and elapsed < 5, "returned after " .. elapsed .. " s")
+    assert.equal(7, db:query("SELECT $1::int AS v", 7)[1].v)   -- on a new connection
+    pid = freeze(db)
+    local ok
+    ok, err = db:exec "CREATE TABLE late_exec (x int)"
+    thaw(pid)
+    assert.is_nil(ok)
+    assert.equal("unavailable", err.code)
+    assert.matches("the change may have been made", err.message, 1, true)
+    pid = freeze(db)
+    rows, err = db:query("INSERT INTO users (email, hashed_password) VALUES ($1, 'x')", "late2@example.com")
+    thaw(pid)
+    assert.is_nil(rows)
+    assert.matches("the change may have been made", err.message, 1, true)
+    system.sleep(0.2)
+    assert.equal(0, db:query("SELECT count(*) AS n FROM users WHERE email = $1", "late2@example.com")[1].n)
+    assert.is_nil(db:query "SELECT to_regclass('late_exec') AS t"[1].t)
+    db:close()
   end)
 end)

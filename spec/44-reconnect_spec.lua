@@ -2,7 +2,7 @@
 local S = require "support"
 local tododb = require "tododb"
 
-describe("session calls over a connection whose backend was killed", function()
+describe("calls over a connection whose backend was killed", function()
   local db, admin, s, todo
 
   local function pid() return assert(db:query "SELECT pg_backend_pid() AS p")[1].p end
@@ -61,6 +61,48 @@ describe("session calls over a connection whose backend was killed", function()
     assert(s:create_todo { title = "after" })
     assert.equal(2, assert(s:count_todos()))
   end)
+
+  -- db:query and db:exec under the same policy.
+  it("retries a db:query read once, on a new connection", function()
+    if not S.admin_url then return pending "TODODB_ADMIN_URL is not set" end
+    for _, sql in ipairs {
+      "SELECT $1::int AS v",
+      "  -- a read\n/* a /* nested */ comment */ select $1::int AS v",
+      "VALUES ($1::int)",
+      "TABLE users",
+    } do
+      local old = kill()
+      local rows, err
+      if sql:find("$1", 1, true) then rows, err = db:query(sql, 5) else rows, err = db:query(sql) end
+      assert.is_table(rows, sql .. ": " .. tostring(err))
+      assert.not_equal(old, pid())
+    end
+  end)
+
+  it("never retries a db:query or db:exec that may write", function()
+    if not S.admin_url then return pending "TODODB_ADMIN_URL is not set" end
+    if S.pooler then
+      return pending "behind a transaction pooler the next statement gets another server connection"
+    end
+    local insert = "INSERT INTO users (email, hashed_password) VALUES ($1, 'x')"
+    for _, sql in ipairs {
+      insert,
+      "WITH w AS (" .. insert .. " RETURNING id) SELECT id FROM w",
+      "SELECT $1::text AS x INTO h_into",
+      "/* /* */ SELECT */ " .. insert,
+    } do
+      kill()
+      local rows, err = db:query(sql, "written@example.com")
+      assert.is_nil(rows, sql)
+      assert.equal("unavailable", err.code)
+    end
+    kill()
+    local ok, err = db:exec "INSERT INTO users (email, hashed_password) VALUES ('written@example.com', 'x')"
+    assert.is_nil(ok)
+    assert.equal("unavailable", err.code)
+    assert.equal(0, db:query("SELECT count(*) AS n FROM users WHERE email = $1", "written@example.com")[1].n)
+    assert.is_nil(db:query "SELECT to_regclass('h_into') AS t"[1].t)
+  end)
 end)
 
 describe("prepared statements the server no longer has", function()
@@ -78,6 +120,13 @@ describe("prepared statements the server no longer has", function()
     assert.equal(2, assert(s:count_todos()))
     assert(db:exec "DEALLOCATE ALL")
     assert(db:get_user(u.id))
+    -- db:query's statements alike (the read and the write after it).
+    assert.equal(1, db:query("SELECT count(*) AS n FROM users WHERE id = $1", u.id)[1].n)
+    assert(db:exec "DEALLOCATE ALL")
+    assert.equal(1, db:query("SELECT count(*) AS n FROM users WHERE id = $1", u.id)[1].n)
+    assert(db:exec "DEALLOCATE ALL")
+    local _, n = assert(db:query("UPDATE users SET updated_at = now() WHERE id = $1", u.id))
+    assert.equal(1, n)
     db:close()
   end)
 end)

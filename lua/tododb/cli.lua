@@ -128,8 +128,8 @@ end
 
 -- ---- helpers over the API ------------------------------------------------
 
-local function connect(o)
-  local db, e = tododb.connect(o.url)
+local function connect(o, opts)
+  local db, e = tododb.connect(o.url, opts)
   if not db then fail(e) end
   return db
 end
@@ -231,7 +231,23 @@ command("help", {
   end,
 })
 
-command("migrate", {
+-- A command on the schema: def.status(db) with `--status`, else
+-- def.apply(db); either prints and may return a failure message, shown after
+-- the connection closed. Schema changes may take long: no call time limit.
+local function schema_command(name, def)
+  def.options = { status = "flag" }
+  def.run = function(o, args)
+    if #args > 0 then usage_error("%s: unexpected argument '%s'", name, args[1]) end
+    local db = connect(o, { timeout = false })
+    local failure = (o.status and def.status or def.apply)(db)
+    db:close()
+    if failure then fail(failure) end
+    return 0
+  end
+  command(name, def)
+end
+
+schema_command("migrate", {
   usage = "migrate [--status]",
   summary = "bring the schema up to date (or show migration status)",
   details = [[
@@ -240,33 +256,25 @@ locked transaction; safe to run concurrently and again.
   --status   list the migrations with applied/pending and checksum state;
              exit status 1 when an applied migration was changed
 ]],
-  options = { status = "flag" },
-  run = function(o, args)
-    if #args > 0 then usage_error("migrate: unexpected argument '%s'", args[1]) end
-    local db = connect(o)
-    if o.status then
-      local st = check(db:migration_status())
-      local bad
-      for _, m in ipairs(st) do
-        local state = not m.applied and "pending"
-          or m.checksum_ok and "applied " .. tostring(m.applied_at)
-          or "CHANGED since applied " .. tostring(m.applied_at)
-        if m.applied and not m.checksum_ok then bad = m.name end
-        say("%04d  %-24s %s", m.version, m.name, state)
-      end
-      db:close()
-      if bad then fail("migration " .. bad .. " was changed after it was applied") end
-      return 0
+  status = function(db)
+    local bad
+    for _, m in ipairs(check(db:migration_status())) do
+      local state = not m.applied and "pending"
+        or m.checksum_ok and "applied " .. tostring(m.applied_at)
+        or "CHANGED since applied " .. tostring(m.applied_at)
+      if m.applied and not m.checksum_ok then bad = m.name end
+      say("%04d  %-24s %s", m.version, m.name, state)
     end
+    return bad and "migration " .. bad .. " was changed after it was applied"
+  end,
+  apply = function(db)
     local res = check(db:migrate())
-    db:close()
     if #res.applied == 0 then say "schema is up to date"
     else for _, name in ipairs(res.applied) do say("applied %s", name) end end
-    return 0
   end,
 })
 
-command("distribute", {
+schema_command("distribute", {
   usage = "distribute [--status]",
   summary = "distribute the migrated schema over a Citus cluster",
   details = [[
@@ -277,24 +285,17 @@ transaction recorded in tododb_migrations; running it again does nothing.
 Connect as the role that owns the tables and the database (TODODB_OWNER_URL).
   --status   show each table's placement
 ]],
-  options = { status = "flag" },
-  run = function(o, args)
-    if #args > 0 then usage_error("distribute: unexpected argument '%s'", args[1]) end
-    local db = connect(o)
-    if o.status then
-      local st = check(db:distribution_status())
-      local names = {}
-      for name in pairs(st.tables) do names[#names + 1] = name end
-      table.sort(names)
-      for _, name in ipairs(names) do say("%-24s %s", name, st.tables[name]) end
-      say(st.distributed and "distributed" or "not distributed")
-      db:close()
-      return 0
-    end
+  status = function(db)
+    local st = check(db:distribution_status())
+    local names = {}
+    for name in pairs(st.tables) do names[#names + 1] = name end
+    table.sort(names)
+    for _, name in ipairs(names) do say("%-24s %s", name, st.tables[name]) end
+    say(st.distributed and "distributed" or "not distributed")
+  end,
+  apply = function(db)
     local res = check(db:distribute())
-    db:close()
     say(res.distributed and "distributed over %d workers" or "already distributed (%d workers)", res.workers)
-    return 0
   end,
 })
 
