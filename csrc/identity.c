@@ -33,27 +33,25 @@ static const char *pushed_sqlstate(lua_State *L) {
   return s;
 }
 
-/* Runs the (issuer, subject) lookup: 1 with the User pushed, 0 when there is
- * none, -1 with nil, err pushed. */
-static int lookup(lua_State *L, tdb_Conn *c, const char *const *vals) {
+/* Runs the (issuer, subject) lookup: 0 with *found set and, when found, the
+ * User pushed; 2 with nil, err pushed. */
+static int lookup(lua_State *L, tdb_Conn *c, const char *const *vals, int *found) {
   PGresult *r = tdb_run(L, c, NULL, TDB_SQL_IDENT_USER, vals);
-  int found;
-  if (!r) return -1;
-  found = PQntuples(r) > 0;
-  if (found) tdb_push_user(L, r, 0);
+  if (!r) return 2;
+  if ((*found = PQntuples(r) > 0)) tdb_push_user(L, r, 0);
   PQclear(r);
-  return found;
+  return 0;
 }
 
 /* db:find_user_by_identity(issuer, subject) -> User | nil, err (not_found) */
 static int identity_find(lua_State *L) {
   tdb_Conn *c = tdb_check_conn(L, 1);
   const char *vals[2];
-  int k;
+  int found;
   if (check_part(L, 2, 2, "issuer", ISSUER_MAX, &vals[0])
-      || check_part(L, 3, 3, "subject", SUBJECT_MAX, &vals[1])) return 2;
-  if ((k = lookup(L, c, vals)) < 0) return 2;
-  if (k == 0) return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
+      || check_part(L, 3, 3, "subject", SUBJECT_MAX, &vals[1])
+      || lookup(L, c, vals, &found)) return 2;
+  if (!found) return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
   return 1;
 }
 
@@ -67,7 +65,7 @@ static int identity_provision(lua_State *L) {
   char email[TDB_EMAIL_BUF];
   const char *vals[3] = { NULL, NULL, NULL };
   PGresult *r;
-  int k;
+  int found;
   luaL_checktype(L, 2, LUA_TTABLE);
   lua_getfield(L, 2, "issuer");
   lua_getfield(L, 2, "subject");
@@ -84,8 +82,8 @@ static int identity_provision(lua_State *L) {
       return tdb_push_error(L, "invalid", "email", NULL, "%s", msg);
     vals[2] = email;
   }
-  if ((k = lookup(L, c, vals)) != 0) {
-    if (k < 0) return 2;
+  if (lookup(L, c, vals, &found)) return 2;
+  if (found) {
     lua_pushboolean(L, 0);
     return 2;
   }
@@ -99,8 +97,8 @@ static int identity_provision(lua_State *L) {
   lua_pop(L, 2);
   /* Either a concurrent call created this identity (read its user) or the
    * email belongs to another account. */
-  if ((k = lookup(L, c, vals)) != 0) {
-    if (k < 0) return 2;
+  if (lookup(L, c, vals, &found)) return 2;
+  if (found) {
     lua_pushboolean(L, 0);
     return 2;
   }
@@ -109,18 +107,27 @@ static int identity_provision(lua_State *L) {
                         "link the identity to it explicitly or provision without an email");
 }
 
+/* The arguments (user, issuer, subject) of link and unlink into vals:
+ * issuer, subject, and the user id formatted into id[24]. 0 ok; 2 with
+ * nil, err pushed. */
+static int identity_args(lua_State *L, char *id, const char **vals) {
+  long long uid;
+  if (tdb_check_user_id(L, 2, &uid)) return 2;
+  snprintf(id, 24, "%lld", uid);
+  vals[2] = id;
+  if (check_part(L, 3, 3, "issuer", ISSUER_MAX, &vals[0])
+      || check_part(L, 4, 4, "subject", SUBJECT_MAX, &vals[1])) return 2;
+  return 0;
+}
+
 /* db:link_identity(user, issuer, subject) -> true | nil, err
  * conflict when the identity already belongs to a user; not_found for no user. */
 static int identity_link(lua_State *L) {
   tdb_Conn *c = tdb_check_conn(L, 1);
   char id[24];
-  const char *vals[3] = { NULL, NULL, id };
+  const char *vals[3];
   PGresult *r;
-  long long uid;
-  if (tdb_check_user_id(L, 2, &uid)) return 2;
-  snprintf(id, sizeof id, "%lld", uid);
-  if (check_part(L, 3, 3, "issuer", ISSUER_MAX, &vals[0])
-      || check_part(L, 4, 4, "subject", SUBJECT_MAX, &vals[1])) return 2;
+  if (identity_args(L, id, vals)) return 2;
   if ((r = tdb_run(L, c, NULL, TDB_SQL_IDENT_LINK, vals)) == NULL) {
     const char *state = pushed_sqlstate(L);
     if (!strcmp(state, "23505")) {
@@ -143,15 +150,11 @@ static int identity_link(lua_State *L) {
 static int identity_unlink(lua_State *L) {
   tdb_Conn *c = tdb_check_conn(L, 1);
   char id[24];
-  const char *vals[3] = { NULL, NULL, id };
+  const char *vals[3];
   PGresult *r;
-  long long uid;
   int n;
-  if (tdb_check_user_id(L, 2, &uid)) return 2;
-  snprintf(id, sizeof id, "%lld", uid);
-  if (check_part(L, 3, 3, "issuer", ISSUER_MAX, &vals[0])
-      || check_part(L, 4, 4, "subject", SUBJECT_MAX, &vals[1])) return 2;
-  if ((r = tdb_run(L, c, NULL, TDB_SQL_IDENT_UNLINK, vals)) == NULL) return 2;
+  if (identity_args(L, id, vals)
+      || (r = tdb_run(L, c, NULL, TDB_SQL_IDENT_UNLINK, vals)) == NULL) return 2;
   n = atoi(PQcmdTuples(r));
   PQclear(r);
   if (n == 0) return tdb_push_error(L, "not_found", NULL, NULL, "identity not found");

@@ -179,8 +179,10 @@ void tdb_json_raw(tdb_Buf *b, const char *s, size_t n) {
   tdb_buf_add(b, s, n);
 }
 
-/* Writer from Lua values (raises on values JSON cannot hold) ------------- */
-static void lua_value(lua_State *L, tdb_Buf *b, int idx, int depth);
+/* Writer from Lua values ------------------------------------------------ */
+/* Each returns NULL, or why the value cannot be JSON (bad data); a type
+ * JSON has no form for raises, naming argument arg. */
+static const char *lua_value(lua_State *L, tdb_Buf *b, int idx, int arg, int depth);
 
 size_t tdb_json_arraylen(lua_State *L, int idx) {
   size_t count = 0;
@@ -198,89 +200,96 @@ size_t tdb_json_arraylen(lua_State *L, int idx) {
   return count > 0 && (size_t)max == count ? count : 0;
 }
 
-static void members(lua_State *L, tdb_Buf *b, int idx, int depth) {
+static const char *members(lua_State *L, tdb_Buf *b, int idx, int arg, int depth) {
   lua_pushnil(L);
   while (lua_next(L, idx)) {
     size_t kn;
-    const char *k;
+    const char *k, *why;
     if (lua_type(L, -2) != LUA_TSTRING)
-      luaL_error(L, "tododb: cannot encode a table mixing array and string keys"
-                    " (or with %s keys) in JSON", luaL_typename(L, -2));
+      tdb_argerror(L, arg, "cannot encode a table mixing array and string keys"
+                   " (or with %s keys) in JSON", luaL_typename(L, -2));
     k = lua_tolstring(L, -2, &kn);
-    if (!tdb_json_str(b, k, kn))
-      luaL_error(L, "tododb: cannot encode a string that is not valid UTF-8 in JSON");
-    buf_addc(b, ':');
-    b->sep = 0;
-    lua_value(L, b, lua_gettop(L), depth + 1);
+    if (!tdb_json_str(b, k, kn)) why = "cannot encode a key that is not valid UTF-8 in JSON";
+    else {
+      buf_addc(b, ':');
+      b->sep = 0;
+      why = lua_value(L, b, lua_gettop(L), arg, depth + 1);
+    }
+    if (why) {
+      lua_pop(L, 2);
+      return why;
+    }
     lua_pop(L, 1);
   }
-}
-
-void tdb_json_members(lua_State *L, tdb_Buf *b, int idx) {
-  members(L, b, idx, 1);
+  return NULL;
 }
 
 /* Integers within +-(2^53 - 1) as integers, other numbers as floats (which
- * the reader keeps apart); an integer beyond (Lua 5.4) raises, as the
+ * the reader keeps apart); an integer beyond (Lua 5.4) is refused, as the
  * reader would refuse it. */
-static void lua_number(lua_State *L, tdb_Buf *b, int idx) {
+static const char *lua_number(lua_State *L, tdb_Buf *b, int idx) {
   long long v;
   if (tdb_to_int64(L, idx, &v) && v >= -JSON_SAFE && v <= JSON_SAFE)
     tdb_json_int64(b, v);
 #if TDB_HAS_INT64
   else if (lua_isinteger(L, idx))
-    luaL_error(L, "tododb: cannot encode the integer %s in JSON (beyond +-(2^53 - 1))",
-               lua_tostring(L, idx));
+    return "cannot encode an integer beyond +-(2^53 - 1) in JSON";
 #endif
   else if (!tdb_json_double(b, (double)lua_tonumber(L, idx)))
-    luaL_error(L, "tododb: cannot encode %f in JSON", (double)lua_tonumber(L, idx));
+    return "cannot encode NaN or an infinity in JSON";
+  return NULL;
 }
 
-static void lua_value(lua_State *L, tdb_Buf *b, int idx, int depth) {
+static const char *lua_value(lua_State *L, tdb_Buf *b, int idx, int arg, int depth) {
   size_t n, i;
-  const char *s;
+  const char *s, *why = NULL;
   switch (lua_type(L, idx)) {
   case LUA_TSTRING:
     s = lua_tolstring(L, idx, &n);
-    if (!tdb_json_str(b, s, n))
-      luaL_error(L, "tododb: cannot encode a string that is not valid UTF-8 in JSON");
-    return;
+    return tdb_json_str(b, s, n) ? NULL : "cannot encode a string that is not valid UTF-8 in JSON";
   case LUA_TNUMBER:
-    lua_number(L, b, idx);
-    return;
+    return lua_number(L, b, idx);
   case LUA_TBOOLEAN:
     tdb_json_bool(b, lua_toboolean(L, idx));
-    return;
+    return NULL;
   case LUA_TLIGHTUSERDATA:
-    if (tdb_is_null(L, idx)) { tdb_json_null(b); return; }
+    if (tdb_is_null(L, idx)) { tdb_json_null(b); return NULL; }
     break;
   case LUA_TTABLE:
-    if (depth >= JSON_DEPTH)
-      luaL_error(L, "tododb: tables nested deeper than %d (a cycle?)", JSON_DEPTH);
+    if (depth >= JSON_DEPTH) return "cannot encode tables nested deeper than 32 (a cycle?) in JSON";
     luaL_checkstack(L, 6, "tododb: JSON too deep");
     if ((n = tdb_json_arraylen(L, idx)) > 0) {
       tdb_json_open(b, '[');
-      for (i = 1; i <= n; i++) {
+      for (i = 1; i <= n && !why; i++) {
         lua_rawgeti(L, idx, (int)i);
-        lua_value(L, b, lua_gettop(L), depth + 1);
+        why = lua_value(L, b, lua_gettop(L), arg, depth + 1);
         lua_pop(L, 1);
       }
       tdb_json_close(b, ']');
     } else {
       tdb_json_open(b, '{');
-      members(L, b, idx, depth);
+      why = members(L, b, idx, arg, depth);
       tdb_json_close(b, '}');
     }
-    return;
+    return why;
   default:
     break;
   }
-  luaL_error(L, "tododb: cannot encode a %s value in JSON", luaL_typename(L, idx));
+  tdb_argerror(L, arg, "cannot encode a %s value in JSON", luaL_typename(L, idx));
+  return NULL;
 }
 
-void tdb_json_value(lua_State *L, tdb_Buf *b, int idx) {
+static int written(lua_State *L, const char *why) {
+  return why ? tdb_push_error(L, "invalid", NULL, NULL, "%s", why) : 0;
+}
+
+int tdb_json_value(lua_State *L, tdb_Buf *b, int idx, int arg) {
   if (idx < 0 && idx > LUA_REGISTRYINDEX) idx = lua_gettop(L) + idx + 1;
-  lua_value(L, b, idx, 0);
+  return written(L, lua_value(L, b, idx, arg, 0));
+}
+
+int tdb_json_members(lua_State *L, tdb_Buf *b, int idx, int arg) {
+  return written(L, members(L, b, idx, arg, 1));
 }
 
 /* Reader ----------------------------------------------------------------- */

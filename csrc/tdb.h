@@ -228,11 +228,14 @@ void tdb_json_bool(tdb_Buf *b, int v);
 void tdb_json_null(tdb_Buf *b);
 void tdb_json_raw(tdb_Buf *b, const char *s, size_t n);   /* JSON text as is */
 /* The Lua value at idx (tables with keys 1..n are arrays, tododb.null is
- * null, integers beyond +-(2^53 - 1) are refused like the reader does);
- * raises for what JSON cannot hold. tdb_json_members writes the
- * string-keyed members of the table at idx into an open object. */
-void tdb_json_value(lua_State *L, tdb_Buf *b, int idx);
-void tdb_json_members(lua_State *L, tdb_Buf *b, int idx);
+ * null); tdb_json_members writes the string-keyed members of the table at
+ * idx into an open object. 0 ok; 2 with nil, err (invalid) pushed for data
+ * JSON cannot hold: strings that are not UTF-8, NaN and infinities,
+ * integers beyond +-(2^53 - 1) (the reader refuses them too), tables nested
+ * deeper than 32 (a cycle). A type JSON has no form for (a function,
+ * userdata, a table mixing array and string keys) raises for argument arg. */
+int tdb_json_value(lua_State *L, tdb_Buf *b, int idx, int arg);
+int tdb_json_members(lua_State *L, tdb_Buf *b, int idx, int arg);
 /* n > 0 when the table at idx is a sequence 1..n (a JSON array), else 0. */
 size_t tdb_json_arraylen(lua_State *L, int idx);
 /* Pushes the value of the JSON text s[0..n) (a JSON object only when

@@ -248,8 +248,8 @@ static const char *opt_str(lua_State *L, int arg, int has, const char *k, size_t
 }
 
 /* Signing ---------------------------------------------------------------- */
-/* {"alg":..,"typ":"JWT","kid":..,<opts.header>} */
-static void enc_header(lua_State *L, tdb_Buf *b, int keyarg, const key *k, int optarg,
+/* {"alg":..,"typ":"JWT","kid":..,<opts.header>}: 0; 2 with nil, err pushed. */
+static int enc_header(lua_State *L, tdb_Buf *b, int keyarg, const key *k, int optarg,
                        int has, int jwt) {
   size_t n;
   int hidx = 0, bad = 0;
@@ -280,13 +280,15 @@ static void enc_header(lua_State *L, tdb_Buf *b, int keyarg, const key *k, int o
   if (!kid && k->kind == KEY_JWK) kid = field_str(L, keyarg, "kid", &n, &bad);
   if (kid) {
     tdb_json_key(b, "kid");
-    if (!tdb_json_str(b, kid, n)) luaL_error(L, "tododb.token: kid must be valid UTF-8");
+    if (!tdb_json_str(b, kid, n))
+      return tdb_push_error(L, "invalid", "kid", NULL, "kid must be valid UTF-8");
   }
   if (hidx) {
-    tdb_json_members(L, b, hidx);
+    if (tdb_json_members(L, b, hidx, optarg)) return 2;
     lua_remove(L, hidx);
   }
   tdb_json_close(b, '}');
+  return 0;
 }
 
 /* Starts the token in a new buffer: BASE64URL(header) "." BASE64URL(payload);
@@ -327,7 +329,7 @@ static int sign_finish(lua_State *L, tdb_Buf *b, int keyarg, const key *k) {
 
 static const char *const sign_opts[] = { "kid", "header", "expires_in", "now", NULL };
 
-/* token.sign(claims, key [, opts]) -> compact JWS (opts: kid, header,
+/* token.sign(claims, key [, opts]) -> compact JWS | nil, err (opts: kid, header,
  * expires_in, now) */
 static int token_sign(lua_State *L) {
   key k;
@@ -343,10 +345,10 @@ static int token_sign(lua_State *L) {
   lua_settop(L, 3);
   if (tdb_json_arraylen(L, 1)) tdb_argerror(L, 1, "claims must be a table with string keys");
   tdb_buf_init(L, &hb, JSON_OUT_MAX);
-  enc_header(L, &hb, 2, &k, 3, has, 1);
+  if (enc_header(L, &hb, 2, &k, 3, has, 1)) return 2;
   tdb_buf_init(L, &pb, JSON_OUT_MAX);
   tdb_json_open(&pb, '{');
-  tdb_json_members(L, &pb, 1);
+  if (tdb_json_members(L, &pb, 1, 1)) return 2;
   if (has) {
     lua_getfield(L, 3, "expires_in");
     if (!lua_isnil(L, -1)) {
@@ -354,14 +356,14 @@ static int token_sign(lua_State *L) {
       if (lua_isnil(L, -1)) {
         lua_pushnumber(L, (lua_Number)floor(now));
         tdb_json_key(&pb, "iat");
-        tdb_json_value(L, &pb, -1);
+        if (tdb_json_value(L, &pb, -1, 3)) return 2;
         lua_pop(L, 1);
       }
       lua_getfield(L, 1, "exp");
       if (lua_isnil(L, -1)) {
         lua_pushnumber(L, (lua_Number)floor(now + exp_in));
         tdb_json_key(&pb, "exp");
-        tdb_json_value(L, &pb, -1);
+        if (tdb_json_value(L, &pb, -1, 3)) return 2;
         lua_pop(L, 1);
       }
       lua_pop(L, 2);
@@ -375,7 +377,7 @@ static int token_sign(lua_State *L) {
 
 static const char *const sign_payload_opts[] = { "kid", "header", NULL };
 
-/* token.sign_payload(payload, key [, opts]) -> compact JWS over any bytes
+/* token.sign_payload(payload, key [, opts]) -> compact JWS | nil, err, over any bytes
  * (opts: kid, header; no default typ) */
 static int token_sign_payload(lua_State *L) {
   key k;
@@ -389,7 +391,7 @@ static int token_sign_payload(lua_State *L) {
   has = opts_check(L, 3, sign_payload_opts);
   lua_settop(L, 3);
   tdb_buf_init(L, &hb, JSON_OUT_MAX);
-  enc_header(L, &hb, 2, &k, 3, has, 0);
+  if (enc_header(L, &hb, 2, &k, 3, has, 0)) return 2;
   sign_start(L, &out, &hb, payload, n, &k);
   return sign_finish(L, &out, 2, &k);
 }

@@ -405,9 +405,31 @@ describe("tododb.token claims", function()
       assert.equal("float", math.type(c.big))
       assert.equal("float", math.type(c.near))
       assert.equal("integer", math.type(c.safe))
-      assert.has_error(function() token.sign(claims { n = math.maxinteger }, SECRET) end)
-      assert.has_error(function() token.sign(claims { n = 9007199254740992 }, SECRET) end)
+      for _, n in ipairs { math.maxinteger, 9007199254740992 } do
+        local t, err = token.sign(claims { n = n }, SECRET)
+        assert.is_nil(t)
+        assert.equal("invalid", err.code)
+        assert.matches("2^53", err.message, 1, true)
+      end
     end
+  end)
+
+  it("signs nothing for claims JSON cannot carry: nil, err invalid", function()
+    local cyc = { sub = "u" }
+    cyc.self = cyc
+    for _, c in ipairs { { n = 0 / 0 }, { n = math.huge }, { n = -math.huge }, { s = "\255" },
+        { ["\255"] = 1 }, { list = { "ok", "\192" } }, cyc } do
+      local t, err = token.sign(c, SECRET)
+      assert.is_nil(t)
+      assert.equal("invalid", err.code)
+      assert.matches("JSON", err.message, 1, true)
+    end
+    local t, err = token.sign(claims(), SECRET, { header = { x = "\255" } })
+    assert.is_nil(t)
+    assert.equal("invalid", err.code)
+    t, err = token.sign(claims(), SECRET, { kid = "\255" })
+    assert.is_nil(t)
+    assert.equal("kid", err.field)
   end)
 
   it("decodes escapes and surrogate pairs", function()
@@ -645,13 +667,12 @@ describe("tododb.token misuse raises", function()
     end
   end)
 
-  it("for claims JSON cannot carry and keys that cannot sign", function()
-    local cyc = { sub = "u" }
-    cyc.self = cyc
-    for _, c in ipairs { { f = print }, { n = 0 / 0 }, { n = math.huge }, { [true] = 1 },
-        { 1, 2 }, { s = "\255" }, { [1] = "a", b = 2 }, cyc, { co = coroutine.create(print) } } do
+  it("for claims of types JSON has no form for and keys that cannot sign", function()
+    for _, c in ipairs { { f = print }, { [true] = 1 }, { 1, 2 }, { [1] = "a", b = 2 },
+        { co = coroutine.create(print) }, { nested = { ok = 1, [2] = "mixed" } } } do
       assert.has_error(function() token.sign(c, SECRET) end)
     end
+    assert.has_error(function() token.sign(claims(), SECRET, { header = { x = print } }) end)
     assert.has_error(function() token.sign("x", SECRET) end)
     assert.has_error(function() token.sign(claims(), pub) end)
     assert.has_error(function() token.sign(claims(), { keys = { priv } }) end)
