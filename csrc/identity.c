@@ -107,28 +107,25 @@ static int identity_provision(lua_State *L) {
                         "link the identity to it explicitly or provision without an email");
 }
 
-/* The arguments (user, issuer, subject) of link and unlink into vals:
- * issuer, subject, and the user id formatted into id[24]. 0 ok; 2 with
- * nil, err pushed. */
-static int identity_args(lua_State *L, char *id, const char **vals) {
-  long long uid;
-  if (tdb_check_user_id(L, 2, &uid)) return 2;
-  snprintf(id, 24, "%lld", uid);
-  vals[2] = id;
+/* Runs statement id (link or unlink) over the arguments (user, issuer,
+ * subject): its result, or NULL with nil, err pushed. */
+static PGresult *identity_run(lua_State *L, int id) {
+  tdb_Conn *c = tdb_check_conn(L, 1);
+  char uid[24];
+  const char *vals[3] = { NULL, NULL, uid };
+  long long v;
+  if (tdb_check_user_id(L, 2, &v)) return NULL;
+  snprintf(uid, sizeof uid, "%lld", v);
   if (check_part(L, 3, 3, "issuer", ISSUER_MAX, &vals[0])
-      || check_part(L, 4, 4, "subject", SUBJECT_MAX, &vals[1])) return 2;
-  return 0;
+      || check_part(L, 4, 4, "subject", SUBJECT_MAX, &vals[1])) return NULL;
+  return tdb_run(L, c, NULL, id, vals);
 }
 
 /* db:link_identity(user, issuer, subject) -> true | nil, err
  * conflict when the identity already belongs to a user; not_found for no user. */
 static int identity_link(lua_State *L) {
-  tdb_Conn *c = tdb_check_conn(L, 1);
-  char id[24];
-  const char *vals[3];
-  PGresult *r;
-  if (identity_args(L, id, vals)) return 2;
-  if ((r = tdb_run(L, c, NULL, TDB_SQL_IDENT_LINK, vals)) == NULL) {
+  PGresult *r = identity_run(L, TDB_SQL_IDENT_LINK);
+  if (!r) {
     const char *state = pushed_sqlstate(L);
     if (!strcmp(state, "23505")) {
       lua_pop(L, 2);
@@ -148,13 +145,9 @@ static int identity_link(lua_State *L) {
 
 /* db:unlink_identity(user, issuer, subject) -> true | nil, err (not_found) */
 static int identity_unlink(lua_State *L) {
-  tdb_Conn *c = tdb_check_conn(L, 1);
-  char id[24];
-  const char *vals[3];
-  PGresult *r;
+  PGresult *r = identity_run(L, TDB_SQL_IDENT_UNLINK);
   int n;
-  if (identity_args(L, id, vals)
-      || (r = tdb_run(L, c, NULL, TDB_SQL_IDENT_UNLINK, vals)) == NULL) return 2;
+  if (!r) return 2;
   n = atoi(PQcmdTuples(r));
   PQclear(r);
   if (n == 0) return tdb_push_error(L, "not_found", NULL, NULL, "identity not found");

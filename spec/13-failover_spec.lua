@@ -9,9 +9,8 @@ describe("multi-host failover", function()
   local a, b, why
 
   setup(function()
-    a, why = C.new {}
-    if a then b, why = C.new {} end
-    if b and not (a:start() and b:start()) then why = "a throwaway server did not start" end
+    a, why = C.started {}
+    if a then b, why = C.started {} end
   end)
 
   teardown(function()

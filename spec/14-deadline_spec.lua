@@ -9,9 +9,8 @@ describe("the per-call deadline", function()
   local pg, why, url
 
   setup(function()
-    pg, why = C.new {}
-    if pg and not pg:start() then why = "the throwaway server did not start" end
-    if not why then
+    pg, why = C.started {}
+    if pg then
       url = pg:url "postgres"
       local db = assert(tododb.connect(url, S.opts()))
       assert(db:migrate())

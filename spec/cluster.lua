@@ -5,6 +5,7 @@
 --   local C = require "cluster"
 --   local pg = C.new { conf = { max_connections = 5 }, tcp = true }
 --   pg:start(); pg:url "postgres"; pg:psql "SELECT 1"; pg:stop "fast"; pg:destroy()
+--   local pg, why = C.started {}   -- new and started, or nil and why not
 local S = require "support"
 local system = require "system"
 
@@ -63,6 +64,17 @@ function C.new(o)
   self:write("postgresql.conf", table.concat(lines, "\n") .. "\n", "a")
   if o.hba then self:write("pg_hba.conf", o.hba) end
   return self
+end
+
+-- C.started(o): a server from C.new(o), started; nil and why not otherwise
+-- (with nothing left behind).
+function C.started(o)
+  local pg, why = C.new(o)
+  if pg and not pg:start() then
+    pg:destroy()
+    return nil, "the throwaway server did not start"
+  end
+  return pg, why
 end
 
 -- Writes (or appends to, mode "a") a file of the data directory (which

@@ -1,4 +1,4 @@
--- spec/12-default_url_spec.lua: tododb.connect() without a URL takes
+-- spec/11-default_url_spec.lua: tododb.connect() without a URL takes
 -- $DATABASE_URL, else the embedded database's URL from the checkout's
 -- .tododb/url (written by scripts/devdb start): a file read, no process.
 local S = require "support"
