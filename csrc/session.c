@@ -492,6 +492,7 @@ static int session_create_many(lua_State *L) {
   tdb_Conn *c;
   tdb_Session *s = check_session(L, 1, &c);
   const char *vals[4];
+  PGresult *r;
   int n, i, present;
   luaL_checktype(L, 2, LUA_TTABLE);
   n = (int)tdb_rawlen(L, 2);
@@ -537,7 +538,10 @@ static int session_create_many(lua_State *L) {
   vals[1] = lua_tostring(L, 3);
   vals[2] = lua_tostring(L, 4);
   vals[3] = lua_tostring(L, 5);
-  return touched(L, tdb_run(L, c, s->owner, TDB_SQL_TODO_INSERT_MANY, vals));
+  if ((r = tdb_run(L, c, s->owner, TDB_SQL_TODO_INSERT_MANY, vals)) == NULL) return 2;
+  tdb_push_int64(L, tdb_get_int8(r, 0, 0));   /* the statement counts the rows */
+  PQclear(r);
+  return 1;
 }
 
 /* ---- transactions and batches ------------------------------------------- */

@@ -102,11 +102,15 @@ const tdb_Sql tdb_sql[TDB_NSQL] = {
     "WITH n AS (" NEXT_IDS("1") ")"
     " INSERT INTO todos (user_id, id, title, description, completed)"
     " SELECT $1, n.last_id, $2, $3, coalesce($4::bool, false) FROM n RETURNING " TODO_COLS, 4, 0 },
+  /* Returns the count of rows inserted. The RETURNING makes Citus insert
+   * through intermediate results: without it, it would COPY into the shards,
+   * which it refuses under row-level security. */
   [TDB_SQL_TODO_INSERT_MANY] = { "tdb_todo_insert_many",
-    "WITH n AS (" NEXT_IDS("cardinality($2::text[])") ")"
-    " INSERT INTO todos (user_id, id, title, description, completed)"
+    "WITH n AS (" NEXT_IDS("cardinality($2::text[])") "),"
+    " i AS (INSERT INTO todos (user_id, id, title, description, completed)"
     " SELECT $1, n.last_id - cardinality($2::text[]) + u.i, u.t, u.d, coalesce(u.c, false)"
-    " FROM n, unnest($2::text[], $3::text[], $4::bool[]) WITH ORDINALITY AS u(t, d, c, i)", 4, 0 },
+    " FROM n, unnest($2::text[], $3::text[], $4::bool[]) WITH ORDINALITY AS u(t, d, c, i)"
+    " RETURNING 1) SELECT count(*) FROM i", 4, 0 },
   [TDB_SQL_TODO_GET] = { "tdb_todo_get", TODO_GET, 2, 1 },
   [TDB_SQL_TODO_UPDATE] = { "tdb_todo_update", TODO_UPDATE, 7, 0 },
   [TDB_SQL_TODO_TOGGLE] = { "tdb_todo_toggle", TODO_TOGGLE, 2, 0 },

@@ -490,7 +490,7 @@ for _, prepare in ipairs { true, false } do
       end
       local admin = assert(tododb.connect(S.admin_url))
       local before = pid_of(db)
-      assert.is_true(admin:query("SELECT pg_terminate_backend($1) AS ok", before)[1].ok)
+      assert.is_true(admin:query("SELECT pg_terminate_backend($1::int) AS ok", before)[1].ok)
       assert.is_true(backend_gone(admin, before))
       local ok, err = db:exec "SELECT 1"
       assert.is_nil(ok)

@@ -10,7 +10,7 @@ describe("calls over a connection whose backend was killed", function()
   -- Kills db's backend from outside and waits until it is gone.
   local function kill()
     local p = pid()
-    assert.is_true(assert(admin:query("SELECT pg_terminate_backend($1) AS ok", p))[1].ok)
+    assert.is_true(assert(admin:query("SELECT pg_terminate_backend($1::int) AS ok", p))[1].ok)
     for _ = 1, 200 do
       local r = assert(admin:query("SELECT count(*) AS n FROM pg_stat_activity WHERE pid = $1", p))
       if r[1].n == 0 then return p end

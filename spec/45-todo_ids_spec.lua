@@ -66,7 +66,7 @@ describe("todo ids", function()
   it("stay exact beyond 2^53", function()
     local owner = S.owner()
     assert(owner:exec "BEGIN")
-    assert(owner:query("SELECT set_config('tododb.user_id', $1, true)", tostring(alice.id)))
+    S.set_user(owner, alice.id)
     assert(owner:query("INSERT INTO todo_counters (user_id, last_id) VALUES ($1, 9007199254740993)",
                        alice.id))
     assert(owner:exec "COMMIT")
