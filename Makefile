@@ -73,11 +73,12 @@ test: deps
 # The whole suite on a Citus coordinator + 2 workers (scripts/citus; Citus is
 # built from ../shared/vendor once when not installed), every fresh schema
 # distributed (db:distribute). INTERPS=lua5.4 by default: the C is the same.
+# The Better Auth specs run too once `make interop` has installed it.
 INTERPS ?= lua5.4
 test-citus: deps
 	@$(MAKE) -s LUA=lua5.4 all
 	@$(MAKE) -s LUA=luajit all
-	@scripts/citus run scripts/run-specs $(INTERPS)
+	@TDB_INTEROP=$(CURDIR)/$(INTEROP) scripts/citus run scripts/run-specs $(INTERPS)
 
 # The whole suite through PgBouncer in transaction mode, prepare off
 # (scripts/pgbouncer): what Neon's pooled endpoint is.

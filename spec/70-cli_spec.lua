@@ -169,6 +169,29 @@ describe("bin/tododb", function()
     assert.matches("0001_init", err, 1, true)
   end)
 
+  it_cli("distributes a migrated schema on Citus, once, and shows where each table lives", function()
+    assert(db:migrate())
+    local status, out, err = run { "distribute" }
+    if not S.citus then
+      assert_fails(status, 1, out, err, "Citus is not installed")
+      status, out, err = run { "distribute", "--status" }
+      assert.equal(0, status, err)
+      assert.equal("not distributed\n", out)
+      return
+    end
+    assert.equal(0, status, err)
+    assert.equal("distributed over 2 workers\n", out)
+    status, out, err = run { "distribute" }
+    assert.equal(0, status, err)
+    assert.equal("already distributed (2 workers)\n", out)
+    status, out, err = run { "distribute", "--status" }
+    assert.equal(0, status, err)
+    assert.matches("\ntodos%s+distributed\n", out)
+    assert.matches("^todo_counters%s+distributed\n", out)
+    assert.matches("\nusers%s+reference\n", out)
+    assert.matches("\ndistributed\n$", out)
+  end)
+
   it_cli("fails with one line, exit 1, for a bad URL, and never shows its password", function()
     local status, out, err = run({ "migrate" }, nil, "postgresql://u:Sup3rSecret@h/x?bogus=1")
     assert_fails(status, 1, out, err, "invalid")

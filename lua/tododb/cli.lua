@@ -281,7 +281,8 @@ schema_command("distribute", {
 Checks that Citus is installed and every worker answers, that every
 migration is applied, then makes users a reference table and distributes
 the tables keyed by user_id by user_id (co-located), in one locked
-transaction recorded in tododb_migrations; running it again does nothing.
+transaction recorded in tododb_migrations; running it again places only the
+tables added since (by later migrations), else does nothing.
 Connect as the role that owns the tables and the database (TODODB_OWNER_URL).
   --status   show each table's placement
 ]],

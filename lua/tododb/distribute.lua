@@ -1,8 +1,9 @@
 -- Citus: turns a migrated database into a distributed one (db:distribute(),
 -- `tododb distribute`). users becomes a reference table (a copy on every
 -- node); every table keyed by user_id is distributed by user_id, co-located
--- with todos, so each session statement runs on one shard. Idempotent and
--- recorded in tododb_migrations like a migration (version -1).
+-- with todos, so each session statement runs on one shard. Recorded in
+-- tododb_migrations like a migration (version -1); a later run places only
+-- the tables that are not placed yet (added by later migrations).
 local core = require "tododb.core"
 local migrate = require "tododb.migrate"
 
@@ -58,21 +59,24 @@ SELECT c.relname AS name, quote_ident(c.relname) AS ident,
                    AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid
                                    AND a.attname = 'user_id' AND a.attnum = ANY (i.indkey)))
          AS keys_have_user_id,
-       p.partmethod AS citus
+       p.partmethod AS citus, c.relforcerowsecurity AS forced
   FROM pg_class c
   LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
  WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
    AND c.relname <> 'tododb_migrations'
  ORDER BY c.relname = 'todos' DESC, c.relname]]
 
--- Foreign keys between the tables (dropped before distributing, re-added).
+-- Foreign keys from or to a table (dropped before distributing, re-added).
 local FKEYS = [[
-SELECT conrelid::regclass::text AS tbl, quote_ident(conname) AS name, pg_get_constraintdef(oid) AS def
+SELECT conrelid::regclass::text AS tbl, quote_ident(conname) AS name, pg_get_constraintdef(oid) AS def,
+       (SELECT relname FROM pg_class WHERE oid = conrelid) AS from_name,
+       (SELECT relname FROM pg_class WHERE oid = confrelid) AS to_name
   FROM pg_constraint
  WHERE contype = 'f' AND connamespace = current_schema()::regnamespace
  ORDER BY 1, 2]]
 
-local function distribute_tx(db)
+-- Places the tables of the schema that are not placed yet.
+local function distribute_tx(db, tables)
   local ok, err
   local function step(sql, ...)
     if not ok then return end
@@ -81,32 +85,34 @@ local function distribute_tx(db)
   ok = true
   -- DDL on distributed tables in one transaction runs shard by shard.
   step "SET LOCAL citus.multi_shard_modify_mode TO 'sequential'"
-  local tables
-  tables, err = db:query(TABLES)
-  if not tables then return nil, err end
-  local fkeys
-  fkeys, err = db:query(FKEYS)
-  if not fkeys then return nil, err end
-  for _, fk in ipairs(fkeys) do
-    step(("ALTER TABLE %s DROP CONSTRAINT %s"):format(fk.tbl, fk.name))
+  local have, new = {}, {}
+  for _, t in ipairs(tables) do
+    have[t.name] = t
+    if not t.citus then new[t.name] = t end
+  end
+  if not have.users or not have.todos then
+    return fail("invalid", "distribute: the tables users and todos must exist (run migrate first)")
+  end
+  local all
+  all, err = db:query(FKEYS)
+  if not all then return nil, err end
+  local fkeys = {}
+  for _, fk in ipairs(all) do
+    if new[fk.from_name] or new[fk.to_name] then
+      fkeys[#fkeys + 1] = fk
+      step(("ALTER TABLE %s DROP CONSTRAINT %s"):format(fk.tbl, fk.name))
+    end
   end
   -- Existing rows are copied into the shards as the owner: the policies are
   -- not forced during the move (the transaction hides the window).
   local forced = {}
-  local rls
-  rls, err = db:query("SELECT quote_ident(relname) AS relname FROM pg_class WHERE relforcerowsecurity"
-    .. " AND relnamespace = current_schema()::regnamespace")
-  if not rls then return nil, err end
-  for _, r in ipairs(rls) do
-    forced[#forced + 1] = r.relname
-    step(("ALTER TABLE %s NO FORCE ROW LEVEL SECURITY"):format(r.relname))
+  for _, t in ipairs(tables) do
+    if new[t.name] and t.forced then
+      forced[#forced + 1] = t.ident
+      step(("ALTER TABLE %s NO FORCE ROW LEVEL SECURITY"):format(t.ident))
+    end
   end
   if not ok then return nil, err end
-  local have = {}
-  for _, t in ipairs(tables) do have[t.name] = t end
-  if not have.users or not have.todos then
-    return fail("invalid", "distribute: the tables users and todos must exist (run migrate first)")
-  end
   if not have.users.citus then step "SELECT create_reference_table('users')" end
   if not have.todos.citus then step "SELECT create_distributed_table('todos', 'user_id')" end
   for _, t in ipairs(tables) do
@@ -128,7 +134,7 @@ local function distribute_tx(db)
   return true
 end
 
--- db:distribute() -> { distributed = bool } | nil, err
+-- db:distribute() -> { distributed = bool (placed any table), workers = n } | nil, err
 function M.distribute(db)
   local workers, err = M.check_nodes(db)
   if not workers then return nil, err end
@@ -152,12 +158,22 @@ function M.distribute(db)
   local done
   done, err = one(db, "SELECT checksum FROM tododb_migrations WHERE version = $1", M.VERSION)
   if done == nil then return rollback(err) end
-  if done then
+  local tables
+  tables, err = db:query(TABLES)
+  if not tables then return rollback(err) end
+  local unplaced = false
+  for _, t in ipairs(tables) do unplaced = unplaced or not t.citus end
+  if not unplaced then
     db:exec "ROLLBACK"
     return { distributed = false, workers = #workers }
   end
-  ok, err = distribute_tx(db)
+  ok, err = distribute_tx(db, tables)
   if not ok then return rollback(err) end
+  if done then                          -- tables of later migrations only
+    ok, err = db:exec "COMMIT"
+    if not ok then return rollback(err) end
+    return { distributed = true, workers = #workers }
+  end
   -- SET LOCAL of the session statements reaches the workers (new sessions).
   ok, err = db:query "SELECT quote_ident(current_database()) AS d"
   if not ok then return rollback(err) end
