@@ -59,7 +59,10 @@ SELECT c.relname AS name, quote_ident(c.relname) AS ident,
                    AND NOT EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = c.oid
                                    AND a.attname = 'user_id' AND a.attnum = ANY (i.indkey)))
          AS keys_have_user_id,
-       p.partmethod AS citus, c.relforcerowsecurity AS forced
+       -- a Citus local table (what Citus makes of a new table with a
+       -- foreign key to a reference table) stays on the coordinator: unplaced
+       CASE WHEN p.partmethod = 'n' AND p.repmodel <> 't' THEN NULL ELSE p.partmethod END AS citus,
+       c.relforcerowsecurity AS forced
   FROM pg_class c
   LEFT JOIN pg_dist_partition p ON p.logicalrelid = c.oid
  WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind = 'r'
