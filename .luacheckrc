@@ -11,3 +11,7 @@ files["spec"] = { std = "max+busted" }
 local ngx_thread = { ngx = { fields = { "run_worker_thread" } } }
 files["lua/tododb/nginx.lua"] = { std = "max+ngx_lua", read_globals = ngx_thread }
 files["examples/nginx"] = { std = "max+ngx_lua" }
+-- The benchmark's pgmoon baseline runs in nginx; bench/wrk.lua is a wrk
+-- script (wrk calls the globals it defines: init, request, done).
+files["bench/pgmoon"] = { std = "max+ngx_lua" }
+files["bench/wrk.lua"] = { globals = { "init", "request", "done" }, read_globals = { "wrk" } }

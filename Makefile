@@ -30,6 +30,9 @@ CPATH   := $(TOP)/$(BUILD)/?.so
 DEB_PKGS := lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libpq-dev libsodium-dev \
             postgresql postgresql-contrib lua-busted lua-cjson pkg-config gcc make \
             valgrind nginx libnginx-mod-http-lua curl nodejs lua-check cppcheck pgbouncer
+# make bench: HTTP load (wrk), the Lua benchmarks' clock, the SQLModel baseline.
+BENCH_PKGS := wrk lua-system python3-sqlmodel python3-psycopg2 python3-argon2
+DEB_PKGS += $(BENCH_PKGS)
 # Building Citus from ../shared/vendor when it is not installed (test-citus).
 CITUS_BUILD_PKGS := postgresql-server-dev-15 libcurl4-openssl-dev liblz4-dev libzstd-dev \
             libkrb5-dev libssl-dev libxml2-dev libxslt1-dev zlib1g-dev libreadline-dev \
@@ -159,7 +162,7 @@ serve: deps
 bench: deps
 	@$(MAKE) -s LUA=lua5.4 all
 	@$(MAKE) -s LUA=luajit all
-	@QUICK=$(QUICK) bench/run
+	@QUICK=$(QUICK) BENCH="$(BENCH)" bench/run
 
 # A real Better Auth against tododb: npm installs the versions pinned in
 # interop/package-lock.json into $(INTEROP), then spec/81-betterauth_spec.lua

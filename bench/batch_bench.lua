@@ -1,24 +1,16 @@
 -- bench/batch_bench.lua: s:batch against single calls, one connection.
---   lua5.4 bench/batch_bench.lua [--update bench/RESULTS.md] [samples]
+--   lua5.4 bench/batch_bench.lua [samples]      prints its RESULTS.md section
 -- Times, interleaved sample by sample so that a changing load hits each
 -- alike, and reports medians: one toggle_todo; a batch of 10 toggles; 10
 -- separate toggle_todo calls; the same 10 inside s:transaction. Targets:
 -- batch of 10 <= 2x one call, >= 5x faster than 10 separate calls.
 -- Database: BENCH_URL, else DATABASE_URL, else the embedded one. It makes a
 -- scratch user and removes it (and its todos) again.
+package.path = (arg[0]:match "^(.*)/" or ".") .. "/?.lua;" .. package.path
 local tododb = require "tododb"
-local okc, system = pcall(require, "system")
-if not okc or not system.monotime then
-  io.stderr:write("batch_bench: needs lua-system for a wall clock (apt-get install lua-system)\n")
-  os.exit(2)
-end
-local now = system.monotime
+local now = require("clock").monotime
 
-local update, samples = nil, 400
-for i = 1, #arg do
-  if arg[i] == "--update" then update = arg[i + 1]
-  elseif tonumber(arg[i]) then samples = tonumber(arg[i]) end
-end
+local samples = tonumber(arg[1] or "400")
 
 local db = assert(tododb.connect(os.getenv "BENCH_URL" or os.getenv "DATABASE_URL", { pwhash = "min" }))
 assert(db:migrate())
@@ -95,20 +87,4 @@ out[#out + 1] = "A batch saves round trips, not server work: the server still ru
   .. "between client and server); over a unix socket the server work dominates. The variants "
   .. "that let a missing id abort the batch on the server (a CTE with a division by zero) add "
   .. "their own small share."
-local section = table.concat(out, "\n")
-print(section)
-
--- --update FILE: replace (or append) this section in FILE.
-if update then
-  local f = io.open(update)
-  local text = f and f:read "*a" or ""
-  if f then f:close() end
-  local begin, finish = "<!-- batch_bench:begin -->", "<!-- batch_bench:end -->"
-  local block = begin .. "\n" .. section .. "\n" .. finish
-  local a, b = text:find(begin, 1, true), select(2, text:find(finish, 1, true))
-  if a and b then text = text:sub(1, a - 1) .. block .. text:sub(b + 1)
-  else text = text:gsub("\n*$", "\n\n") .. block .. "\n" end
-  f = assert(io.open(update, "w"))
-  f:write(text)
-  f:close()
-end
+print(table.concat(out, "\n"))

@@ -1,9 +1,20 @@
-/* raw_libpq.c: the floor tododb is measured against. The very statements of
- * csrc/sql.c (linked in), sent with libpq alone in the pipelined form of
- * tdb_run: [prepare] set_config + [prepare] statement + sync, one round trip,
- * one implicit transaction. No Lua, no objects: results are only touched.
- *   raw_libpq WORKLOAD OPS    (environment as for bench/tododb_bench.lua)
- * Prints: RESULT workload ops secs p50_ms p99_ms peak_rss_kb cpu_us_per_op
+/* raw_libpq.c: the floors tododb is measured against, in C with libpq alone.
+ * Two statement sets, each sent as one pipelined round trip
+ * ([prepare] set_config + [prepare] statement + sync, one implicit
+ * transaction), no Lua, no objects:
+ *   --floor   the natural statements a C programmer would write for the same
+ *             results: plain columns, text results, every value read into C
+ *             values (integers parsed, strings measured, the boolean tested).
+ *             The baseline of bench/RESULTS.md's ratios.
+ *   (default) tododb's own statements (csrc/sql.c, linked in) in tdb_run's
+ *             form, binary results; values only touched.
+ *   --rls=runner|set_config|set_local  how the row-level security setting is
+ *             sent with tododb's statements: as conn.c decides at connect
+ *             (runner: SET LOCAL in BEGIN … COMMIT where Citus is loaded,
+ *             else set_config), or forced either way.
+ *   raw_libpq [--floor] [--rls=…] WORKLOAD OPS   (environment as for
+ *   bench/tododb_bench.lua); prints
+ *   RESULT workload ops secs p50_ms p99_ms peak_rss_kb cpu_us_per_op
  * Build (bench/run does): cc -O2 -Icsrc bench/raw_libpq.c csrc/sql.c
  *   $(pkg-config --cflags lua5.4 libpq libsodium) $(pkg-config --libs libpq libsodium) */
 #include <stdio.h>
@@ -14,8 +25,9 @@
 #include "tdb.h"
 
 static PGconn *pg;
-static unsigned char prepared[TDB_NSQL];
-static volatile size_t sink;            /* keeps the touched results alive */
+static int floor_mode;                  /* --floor: the natural statements */
+static int set_local;                   /* RLS setting by SET LOCAL in BEGIN … COMMIT */
+static volatile size_t sink;            /* keeps what was read alive */
 
 static void die(const char *what) {
   fprintf(stderr, "raw_libpq: %s: %s\n", what, PQerrorMessage(pg));
@@ -59,71 +71,117 @@ static unsigned rnd(unsigned n) {      /* xorshift64, uniform enough for picking
 }
 static double rnd01(void) { return (double)rnd(1u << 30) / (double)(1u << 30); }
 
-/* The floor's row-level security setting: set_config() pipelined with the
- * statement in the pipeline's implicit transaction, the cheapest correct way
- * on plain PostgreSQL (tododb sends BEGIN; SET LOCAL; statement; COMMIT,
- * which Citus workers also see): the ratio to it is that mechanism's cost. */
-static const tdb_Sql set_config_sql = { "tdb_set_config",
-  "SELECT set_config('tododb.user_id', $1, true)", 1, 1 };
+/* A statement and whether this connection has prepared it. */
+typedef struct { const tdb_Sql *q; int prepared; } Stmt;
+static Stmt stmts[TDB_NSQL];            /* tododb's, by csrc/sql.c index */
+static Stmt *S(int id) { stmts[id].q = &tdb_sql[id]; return &stmts[id]; }
 
-/* Queues statement id, preparing it first when needed (as conn.c send_stmt). */
-static int send_stmt(int id, const char *const *vals, int *prep) {
-  const tdb_Sql *q = id == TDB_SQL_SET_USER ? &set_config_sql : &tdb_sql[id];
-  *prep = 0;
-  if (!prepared[id]) {
-    if (!PQsendPrepare(pg, q->name, q->text, q->nparams, NULL)) return 0;
-    *prep = 1;
+/* The natural statements (--floor): what one writes by hand for the same
+ * results. Ids count per user (migration 0002), so a new todo takes its id
+ * from the user's counter row, as in tododb. */
+#define COLS "id, user_id, title, description, completed, created_at, updated_at"
+static const tdb_Sql floor_sql[] = {
+  { "f_get", "SELECT " COLS " FROM todos WHERE user_id = $1 AND id = $2", 2, 1 },
+  { "f_list", "SELECT " COLS " FROM todos WHERE user_id = $1 ORDER BY id DESC LIMIT $2", 2, 1 },
+  { "f_list_after", "SELECT " COLS " FROM todos WHERE user_id = $1 AND id < $2"
+    " ORDER BY id DESC LIMIT $3", 3, 1 },
+  { "f_insert", "WITH n AS (INSERT INTO todo_counters AS c (user_id, last_id) VALUES ($1, 1)"
+    " ON CONFLICT (user_id) DO UPDATE SET last_id = c.last_id + 1 RETURNING c.last_id)"
+    " INSERT INTO todos (user_id, id, title, description) SELECT $1, n.last_id, $2, $3 FROM n"
+    " RETURNING " COLS, 3, 0 },
+  { "f_toggle", "UPDATE todos SET completed = NOT completed, updated_at = now()"
+    " WHERE user_id = $1 AND id = $2 RETURNING " COLS, 2, 0 },
+  { "f_count", "SELECT count(*) FROM todos WHERE user_id = $1", 1, 1 },
+};
+enum { F_GET, F_LIST, F_LIST_AFTER, F_INSERT, F_TOGGLE, F_COUNT, F_N };
+static Stmt floors[F_N];
+static Stmt *F(int k) { floors[k].q = &floor_sql[k]; return &floors[k]; }
+
+/* What the k-th queued command's results are. */
+enum { R_PREPARE = 1, R_OTHER, R_MAIN };
+
+/* Queues st (preparing it first when needed, as conn.c send_stmt). */
+static void queue(Stmt *st, const char *const *vals, int *what, int *n, int main) {
+  int fmt = floor_mode ? 0 : TDB_BINARY;
+  if (!st->prepared) {
+    if (!PQsendPrepare(pg, st->q->name, st->q->text, st->q->nparams, NULL)) die("send");
+    what[(*n)++] = R_PREPARE;
   }
-  return PQsendQueryPrepared(pg, q->name, q->nparams, vals, NULL, NULL, 0);
+  if (!PQsendQueryPrepared(pg, st->q->name, st->q->nparams, vals, NULL, NULL, fmt)) die("send");
+  what[(*n)++] = main ? R_MAIN : R_OTHER;
 }
 
-/* One pipelined round trip, as conn.c run_once. Dies on any failure. */
-static PGresult *run(const char *owner, int id, const char *const *vals) {
-  int cmd[4], ncmd = 0, prep, i = 0, nulls = 0;
+/* One pipelined round trip, as conn.c run_once: the RLS setting
+ * (set_config, or BEGIN; SET LOCAL …; … COMMIT), the statement, sync.
+ * Returns the statement's result; dies on any failure. */
+static PGresult *run(const char *owner, Stmt *st, const char *const *vals) {
+  int what[8], n = 0, i = 0, nulls = 0;
   PGresult *main = NULL;
   if (!PQenterPipelineMode(pg)) die("enter pipeline");
-  if (owner) {
-    if (!send_stmt(TDB_SQL_SET_USER, &owner, &prep)) die("send");
-    if (prep) cmd[ncmd++] = -1;
-    cmd[ncmd++] = -2;
-  }
-  if (!send_stmt(id, vals, &prep)) die("send");
-  if (prep) cmd[ncmd++] = -3;
-  cmd[ncmd++] = -4;
+  if (owner && set_local) {
+    char text[96];
+    queue(S(TDB_SQL_BEGIN), NULL, what, &n, 0);
+    snprintf(text, sizeof text, "%s%s'", tdb_sql[TDB_SQL_SET_USER].text, owner);
+    if (!PQsendQueryParams(pg, text, 0, NULL, NULL, NULL, NULL, 0)) die("send");
+    what[n++] = R_OTHER;
+  } else if (owner)
+    queue(S(TDB_SQL_SET_CONFIG), &owner, what, &n, 0);
+  queue(st, vals, what, &n, 1);
+  if (owner && set_local) queue(S(TDB_SQL_COMMIT), NULL, what, &n, 0);
   if (!PQpipelineSync(pg)) die("sync");
   for (;;) {
     PGresult *r = PQgetResult(pg);
-    ExecStatusType st;
+    ExecStatusType rs;
     if (!r) {
       if (++nulls > 1) break;
       i++;
       continue;
     }
     nulls = 0;
-    st = PQresultStatus(r);
-    if (st == PGRES_PIPELINE_SYNC) { PQclear(r); break; }
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-      fprintf(stderr, "raw_libpq: %s: %s", tdb_sql[id].name, PQresultErrorMessage(r));
+    rs = PQresultStatus(r);
+    if (rs == PGRES_PIPELINE_SYNC) { PQclear(r); break; }
+    if (rs != PGRES_COMMAND_OK && rs != PGRES_TUPLES_OK) {
+      fprintf(stderr, "raw_libpq: %s: %s", st->q->name, PQresultErrorMessage(r));
       exit(1);
     }
-    if (i < ncmd) {
-      if (cmd[i] == -1) prepared[TDB_SQL_SET_USER] = 1;
-      else if (cmd[i] == -3) prepared[id] = 1;
-      else if (cmd[i] == -4) { PQclear(main); main = r; continue; }
-    }
+    if (i < n && what[i] == R_MAIN) { PQclear(main); main = r; continue; }
     PQclear(r);
   }
   PQexitPipelineMode(pg);
+  /* Every queued statement is prepared now (the run died otherwise). */
+  S(TDB_SQL_BEGIN)->prepared = S(TDB_SQL_COMMIT)->prepared = set_local;
+  S(TDB_SQL_SET_CONFIG)->prepared |= owner && !set_local;
+  st->prepared = 1;
   if (!main) die("no result");
   return main;
 }
 
-/* Reads every field (what a caller of the rows would do), then clears. */
+/* An integer column, text or binary (big-endian int8). */
+static long long int8_at(const PGresult *r, int row, int col) {
+  const unsigned char *p = (const unsigned char *)PQgetvalue(r, row, col);
+  unsigned long long v = 0;
+  if (PQfformat(r, col) == 0) return atoll((const char *)p);
+  for (int k = 0; k < 8; k++) v = v << 8 | p[k];
+  return (long long)v;
+}
+
+/* Reads the rows, then clears. tododb's statements: every field touched (the
+ * values are tododb's to decode). Natural statements: every value read into
+ * C values, as a caller of the rows would: ids parsed, the boolean tested,
+ * strings (title, description, timestamps as the server prints them) measured. */
 static int consume(PGresult *r) {
   int n = PQntuples(r), m = PQnfields(r);
   size_t s = 0;
-  for (int i = 0; i < n; i++)
-    for (int j = 0; j < m; j++) s += (size_t)PQgetlength(r, i, j) + (size_t)PQgetvalue(r, i, j)[0];
+  for (int i = 0; i < n; i++) {
+    if (floor_mode && m == 7) {
+      s += (size_t)int8_at(r, i, 0) + (size_t)int8_at(r, i, 1);
+      s += strlen(PQgetvalue(r, i, 2));
+      if (!PQgetisnull(r, i, 3)) s += strlen(PQgetvalue(r, i, 3));
+      s += PQgetvalue(r, i, 4)[0] == 't';
+      s += strlen(PQgetvalue(r, i, 5)) + strlen(PQgetvalue(r, i, 6));
+    } else
+      for (int j = 0; j < m; j++) s += (size_t)PQgetlength(r, i, j) + (size_t)PQgetvalue(r, i, j)[0];
+  }
   sink += s;
   PQclear(r);
   return n;
@@ -198,7 +256,7 @@ static void measure(Op op, int ops, int warm) {
   report(ops, mono() - t0, cpu() - c0);
 }
 
-/* ---- the operations, statement for statement what tododb sends --------------- */
+/* ---- the operations: tododb's statements, or the natural ones (--floor) ---- */
 
 static const char *MAXB = "9223372036854775807";
 
@@ -208,7 +266,8 @@ static void op_get(int i) {
   const char *vals[2] = { u->owner, id };
   (void)i;
   snprintf(id, sizeof id, "%lld", u->ids[rnd((unsigned)u->n)]);
-  if (consume(run(u->owner, TDB_SQL_TODO_GET, vals)) != 1) die("get: no row");
+  if (consume(run(u->owner, floor_mode ? F(F_GET) : S(TDB_SQL_TODO_GET), vals)) != 1)
+    die("get: no row");
 }
 
 static void op_create(int i) {
@@ -216,48 +275,71 @@ static void op_create(int i) {
   char title[48];
   const char *vals[4] = { u->owner, title, "created by the benchmark", NULL };
   snprintf(title, sizeof title, "Bench todo %d", i);
-  if (consume(run(u->owner, TDB_SQL_TODO_INSERT, vals)) != 1) die("create: no row");
+  if (consume(run(u->owner, floor_mode ? F(F_INSERT) : S(TDB_SQL_TODO_INSERT), vals)) != 1)
+    die("create: no row");
 }
 
-static void op_update(int i) {
+static void op_toggle(int i) {
   User *u = &users[rnd((unsigned)nusers)];
   char id[24];
-  const char *vals[7] = { u->owner, id, "f", NULL, "f", NULL, i % 2 == 0 ? "t" : "f" };
+  const char *vals[2] = { u->owner, id };
+  (void)i;
   snprintf(id, sizeof id, "%lld", u->ids[rnd((unsigned)u->n)]);
-  if (consume(run(u->owner, TDB_SQL_TODO_UPDATE, vals)) != 1) die("update: no row");
+  if (consume(run(u->owner, floor_mode ? F(F_TOGGLE) : S(TDB_SQL_TODO_TOGGLE), vals)) != 1)
+    die("toggle: no row");
 }
 
-static void list_page(User *u, const char *bound, int want) {
-  const char *vals[4] = { u->owner, bound, NULL, "51" };   /* limit + 1, as tododb */
-  if (consume(run(u->owner, TDB_SQL_TODO_LIST_NEW, vals)) < want) die("list: short page");
+/* A page of 50 newest first, after bound (NULL: the first page); one row
+ * more tells whether a next page exists, as tododb does. */
+static void list_page(User *u, const char *bound) {
+  const char *vals[4] = { u->owner, bound ? bound : MAXB, NULL, "51" };
+  PGresult *r;
+  if (!floor_mode) r = run(u->owner, S(TDB_SQL_TODO_LIST_NEW), vals);
+  else if (!bound) {
+    vals[1] = "51";
+    r = run(u->owner, F(F_LIST), vals);
+  } else {
+    vals[2] = "51";
+    r = run(u->owner, F(F_LIST_AFTER), vals);
+  }
+  if (consume(r) < 50) die("list: short page");
 }
 
-static void op_list(int i) { (void)i; list_page(&users[rnd((unsigned)nusers)], MAXB, 50); }
+static void op_list(int i) { (void)i; list_page(&users[rnd((unsigned)nusers)], NULL); }
 
 static char deep_bound[24];
-static void op_deep(int i) { (void)i; list_page(&users[0], deep_bound, 50); }
+static void op_deep(int i) { (void)i; list_page(&users[0], deep_bound); }
 
 static void op_count(int i) {
   User *u = &users[rnd((unsigned)nusers)];
   const char *vals[2] = { u->owner, NULL };
-  PGresult *r = run(u->owner, TDB_SQL_TODO_COUNT, vals);
+  PGresult *r = run(u->owner, floor_mode ? F(F_COUNT) : S(TDB_SQL_TODO_COUNT), vals);
   (void)i;
-  if (atoll(PQgetvalue(r, 0, 0)) < 10000) die("count: too few");
+  if (int8_at(r, 0, 0) < 10000) die("count: too few");
   PQclear(r);
 }
 
 static const char *auth_email, *auth_pw;
 static void op_auth(int i) {
-  const char *vals[1] = { auth_email };
-  PGresult *r = run(NULL, TDB_SQL_USER_AUTH, vals);
+  const char *vals[2] = { auth_email, "7919" };   /* $2: picks the stand-in account */
+  PGresult *r = run(NULL, S(TDB_SQL_USER_AUTH), vals);
   const char *hash;
   (void)i;
-  if (PQntuples(r) != 1) die("auth: no user");
+  if (PQntuples(r) < 1 || PQgetisnull(r, 0, 0)) die("auth: no user");
   hash = PQgetvalue(r, 0, 4);
   if (crypto_pwhash_str_verify(hash, auth_pw, strlen(auth_pw)) != 0) die("auth: wrong password");
   if (crypto_pwhash_str_needs_rehash(hash, crypto_pwhash_OPSLIMIT_INTERACTIVE,
                                      crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0) die("auth: rehash");
   consume(r);
+}
+
+/* mixed: update_todo (completed only), as the Lua side's mix */
+static void op_update(int i) {
+  User *u = &users[rnd((unsigned)nusers)];
+  char id[24];
+  const char *vals[7] = { u->owner, id, "f", NULL, "f", NULL, i % 2 == 0 ? "t" : "f" };
+  snprintf(id, sizeof id, "%lld", u->ids[rnd((unsigned)u->n)]);
+  if (consume(run(u->owner, S(TDB_SQL_TODO_UPDATE), vals)) != 1) die("update: no row");
 }
 
 /* mixed: per worker, created todos to delete later */
@@ -272,9 +354,9 @@ static void op_mixed_create(int i) {
   const char *vals[4] = { u->owner, title, NULL, NULL };
   PGresult *r;
   snprintf(title, sizeof title, "Mixed todo %d", i);
-  r = run(u->owner, TDB_SQL_TODO_INSERT, vals);
+  r = run(u->owner, S(TDB_SQL_TODO_INSERT), vals);
   mine[nmine].u = k;
-  mine[nmine++].id = atoll(PQgetvalue(r, 0, 0));
+  mine[nmine++].id = int8_at(r, 0, 0);
   consume(r);
 }
 
@@ -287,7 +369,7 @@ static void op_mixed_delete(int i) {
   (void)i;
   mine[j] = mine[--nmine];
   snprintf(id, sizeof id, "%lld", m.id);
-  r = run(users[m.u].owner, TDB_SQL_TODO_DELETE, vals);
+  r = run(users[m.u].owner, S(TDB_SQL_TODO_DELETE), vals);
   if (atoll(PQcmdTuples(r)) != 1) die("delete: not found");
   PQclear(r);
 }
@@ -381,7 +463,7 @@ static void bulk(int ops) {
       *p = '\0';
     }
     vals[0] = bu; vals[1] = cols[0]; vals[2] = cols[1]; vals[3] = cols[2];
-    r = run(bu, TDB_SQL_TODO_INSERT_MANY, vals);
+    r = run(bu, S(TDB_SQL_TODO_INSERT_MANY), vals);
     if (atoi(PQcmdTuples(r)) != n) die("bulk: short insert");
     PQclear(r);
     lat[k - 1] = mono() - a;
@@ -393,24 +475,38 @@ static void bulk(int ops) {
 }
 
 int main(int argc, char **argv) {
-  const char *url = getenv("BENCH_URL"), *ids = getenv("BENCH_IDS");
-  int ops, warm;
-  if (argc < 3 || !url || !ids) {
-    fprintf(stderr, "usage: BENCH_URL=… BENCH_IDS=… raw_libpq WORKLOAD OPS\n");
+  const char *url = getenv("BENCH_URL"), *ids = getenv("BENCH_IDS"), *rls = "runner";
+  int ops, warm, a = 1;
+  for (; a < argc && !strncmp(argv[a], "--", 2); a++) {
+    if (!strcmp(argv[a], "--floor")) floor_mode = 1;
+    else if (!strncmp(argv[a], "--rls=", 6)) rls = argv[a] + 6;
+    else break;
+  }
+  if (argc - a != 2 || !url || !ids || (strcmp(rls, "runner") && strcmp(rls, "set_config")
+                                        && strcmp(rls, "set_local"))) {
+    fprintf(stderr, "usage: BENCH_URL=… BENCH_IDS=… raw_libpq [--floor]"
+                    " [--rls=runner|set_config|set_local] WORKLOAD OPS\n");
     return 2;
   }
   if (sodium_init() < 0) return 1;
-  workload = argv[1];
-  ops = atoi(argv[2]);
+  workload = argv[a];
+  ops = atoi(argv[a + 1]);
   warm = ops / 10 < 10 ? 10 : ops / 10 > 200 ? 200 : ops / 10;
   lat = malloc(sizeof *lat * (size_t)(ops > 0 ? ops : 1));
   if (getenv("BENCH_WORKER")) rng += 7919ULL * (unsigned long long)atoi(getenv("BENCH_WORKER"));
   pg = PQconnectdb(url);
   if (PQstatus(pg) != CONNECTION_OK) die("connect");
+  if (!strcmp(rls, "runner")) {         /* conn.c connect_retry's probe */
+    PGresult *r = PQexec(pg, tdb_sql[TDB_SQL_CITUS].text);
+    set_local = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+  } else set_local = !strcmp(rls, "set_local");
+  if (floor_mode && set_local) { fprintf(stderr, "raw_libpq: --floor sends set_config\n"); return 2; }
   load_ids(ids);
   if (!strcmp(workload, "get")) measure(op_get, ops, warm);
   else if (!strcmp(workload, "create")) measure(op_create, ops, warm);
-  else if (!strcmp(workload, "update")) measure(op_update, ops, warm);
+  else if (!strcmp(workload, "toggle")) measure(op_toggle, ops, warm);
   else if (!strcmp(workload, "list")) measure(op_list, ops, warm);
   else if (!strcmp(workload, "deep")) {
     int deep = getenv("BENCH_DEEP") ? atoi(getenv("BENCH_DEEP")) : 9950;
@@ -418,6 +514,7 @@ int main(int argc, char **argv) {
     measure(op_deep, ops, warm);
   }
   else if (!strcmp(workload, "count")) measure(op_count, ops, warm);
+  else if (floor_mode) { fprintf(stderr, "raw_libpq: no natural floor for %s\n", workload); return 2; }
   else if (!strcmp(workload, "auth")) {
     auth_email = getenv("BENCH_EMAIL");
     auth_pw = getenv("BENCH_PASSWORD");

@@ -21,7 +21,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from argon2 import PasswordHasher
-from sqlalchemy import BigInteger, Column, DateTime, Identity, event, func, text
+from sqlalchemy import BigInteger, Column, DateTime, event, func, text
 from sqlmodel import Field, Session, SQLModel, create_engine, delete, select
 
 
@@ -38,8 +38,9 @@ class User(SQLModel, table=True):
 
 class Todo(SQLModel, table=True):
     __tablename__ = "todos"
+    # Ids count per user (migration 0002): taken from todo_counters (next_ids).
     id: Optional[int] = Field(
-        default=None, sa_column=Column(BigInteger, Identity(always=True), primary_key=True))
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
     user_id: int = Field(foreign_key="users.id", primary_key=True)
     title: str
     description: Optional[str] = None
@@ -51,6 +52,13 @@ class Todo(SQLModel, table=True):
 
 
 SET_USER = text("SELECT set_config('tododb.user_id', :uid, true)")
+NEXT_IDS = text("INSERT INTO todo_counters AS c (user_id, last_id) VALUES (:uid, :n)"
+                " ON CONFLICT (user_id) DO UPDATE SET last_id = c.last_id + :n RETURNING c.last_id")
+
+
+def next_ids(s, uid, n):
+    """Reserves n todo ids of user uid; returns the highest."""
+    return s.execute(NEXT_IDS, {"uid": uid, "n": n}).scalar_one()
 
 
 @event.listens_for(Session, "after_begin")
@@ -123,18 +131,19 @@ def get_todo(uid, todo_id):
 
 def create_todo(uid, title, description=None):
     with Session(engine, info={"user_id": uid}) as s:
-        todo = Todo(user_id=uid, title=title, description=description)
+        todo = Todo(id=next_ids(s, uid, 1), user_id=uid, title=title, description=description)
         s.add(todo)
         s.commit()
         s.refresh(todo)
         return todo
 
 
-def update_todo(uid, todo_id, completed):
+def update_todo(uid, todo_id, completed=None):
+    """Sets completed (None: toggles it)."""
     with Session(engine, info={"user_id": uid}) as s:
         todo = s.exec(select(Todo).where(Todo.user_id == uid, Todo.id == todo_id)).first()
         assert todo is not None
-        todo.completed = completed
+        todo.completed = (not todo.completed) if completed is None else completed
         s.add(todo)
         s.commit()
         s.refresh(todo)
@@ -185,7 +194,9 @@ def authenticate(email, password):
 
 def import_todos(uid, items):
     with Session(engine, info={"user_id": uid}) as s:
-        s.add_all([Todo(user_id=uid, **it) for it in items])
+        last = next_ids(s, uid, len(items))
+        first = last - len(items) + 1
+        s.add_all([Todo(id=first + k, user_id=uid, **it) for k, it in enumerate(items)])
         s.commit()
         return len(items)
 
@@ -206,10 +217,10 @@ def w_create():
     run(lambda i: create_todo(random.choice(users), "Bench todo %d" % i, "created by the benchmark"))
 
 
-def w_update():
+def w_toggle():
     def body(i):
         u, t = pick()
-        update_todo(u, t, i % 2 == 0)
+        update_todo(u, t)
     run(body)
 
 
@@ -299,7 +310,7 @@ def w_mixed():
     report(ops, secs, cpu)
 
 
-WORKLOADS = {"get": w_get, "create": w_create, "update": w_update, "list": w_list,
+WORKLOADS = {"get": w_get, "create": w_create, "toggle": w_toggle, "list": w_list,
              "deep": w_deep, "count": w_count, "auth": w_auth, "bulk": w_bulk, "mixed": w_mixed}
 
 if workload not in WORKLOADS:

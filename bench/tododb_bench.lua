@@ -1,18 +1,15 @@
 -- bench/tododb_bench.lua: the tododb side of bench/run, for Lua 5.4 and LuaJIT.
 --   tododb_bench.lua setup          migrate, make bench-0001 (real argon2id hash)
---   tododb_bench.lua WORKLOAD OPS   get create update list deep count auth bulk
+--   tododb_bench.lua WORKLOAD OPS   get create toggle list deep count auth bulk
 --                                   mixed memory; prints one RESULT line
 -- RESULT workload ops secs p50_ms p99_ms peak_rss_kb cpu_us_per_op
 -- Environment (bench/run sets it): BENCH_URL (role tododb), BENCH_IDS (file of
 -- "user_id<TAB>id" for the users with 10 000 todos), BENCH_BULK_USER,
 -- BENCH_EMAIL, BENCH_PASSWORD, BENCH_DEEP (items before the deep page),
 -- BENCH_BULK_ROWS, BENCH_START_AT and BENCH_LATFILE (mixed workers).
+package.path = (arg[0]:match "^(.*)/" or ".") .. "/?.lua;" .. package.path
 local tododb = require "tododb"
-local okc, system = pcall(require, "system")
-if not okc or not system.monotime then
-  io.stderr:write("tododb_bench: needs lua-system for a wall clock (apt-get install lua-system)\n")
-  os.exit(2)
-end
+local system = require "clock"
 local now, clock = system.monotime, os.clock   -- wall (monotonic), CPU of this process
 
 local env = os.getenv
@@ -93,10 +90,10 @@ function W.create()
   end)
 end
 
-function W.update()                                -- toggles completed
-  run(function(i)
+function W.toggle()
+  run(function()
     local s, id = pick()
-    assert(s:update_todo(id, { completed = i % 2 == 0 }))
+    assert(s:toggle_todo(id))
   end)
 end
 
