@@ -852,6 +852,8 @@ void tdb_conn_open(lua_State *L) {
   luaL_setfuncs(L, tdb_conn_user_methods, 0);
   luaL_setfuncs(L, tdb_conn_identity_methods, 0);
   luaL_setfuncs(L, tdb_conn_session_methods, 0);
+  lua_pushboolean(L, 1);                /* TDB_AS_JSON */
+  luaL_setfuncs(L, tdb_conn_user_json_methods, 1);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__index");
   lua_setfield(L, -3, "Connection");

@@ -94,6 +94,47 @@ static int object_tostring(lua_State *L) {
   return 1;
 }
 
+/* JSON straight from the result: the fields, names and null handling of
+ * to_table() (so the same JSON as to_table() + a JSON encoder), without the
+ * object or the table. int8 values are written exactly. */
+int tdb_json_row(tdb_Buf *b, const tdb_Class *k, const PGresult *r, int row) {
+  char t[TDB_TIME_BUF];
+  tdb_json_open(b, '{');
+  for (const tdb_Field *f = k->fields; f->name; f++) {
+    int null = PQgetisnull(r, row, f->col);
+    if (null && !f->null) continue;
+    tdb_json_key(b, f->name);
+    if (null) { tdb_json_null(b); continue; }
+    switch (f->type) {
+      case TDB_F_INT64: tdb_json_int64(b, tdb_get_int8(r, row, f->col)); break;
+      case TDB_F_BOOL: tdb_json_bool(b, tdb_get_bool(r, row, f->col)); break;
+      case TDB_F_TIME:
+        tdb_get_time(r, row, f->col, t);
+        (void)tdb_json_str(b, t, strlen(t));
+        break;
+      default:
+        if (!tdb_json_str(b, PQgetvalue(r, row, f->col), (size_t)PQgetlength(r, row, f->col)))
+          return 0;
+    }
+  }
+  tdb_json_close(b, '}');
+  return 1;
+}
+
+int tdb_json_done(tdb_Buf *b, int ok) {
+  if (ok) { tdb_buf_result(b); return 1; }
+  lua_settop(b->L, b->idx - 1);
+  return tdb_push_error(b->L, "internal", NULL, NULL,
+                        "a text column is not UTF-8: the database's encoding must be UTF8");
+}
+
+int tdb_push_row(lua_State *L, const tdb_Class *k, const PGresult *r) {
+  tdb_Buf b;
+  if (!TDB_AS_JSON(L)) { k->push(L, r, 0); return 1; }
+  tdb_buf_init(L, &b, TDB_JSON_MAX);
+  return tdb_json_done(&b, tdb_json_row(&b, k, r, 0));
+}
+
 static void set_method(lua_State *L, const tdb_Class *k, const char *name,
                        lua_CFunction fn) {
   lua_pushlightuserdata(L, (void *)k);

@@ -156,13 +156,15 @@ static const char *read_bool(lua_State *L, int arg, int t, const char *k) {
   return v;
 }
 
-/* Returns a one-row result as a Todo, or not_found for none. */
+/* Returns a one-row result as a Todo (its JSON in a *_json call), or
+ * not_found for none. */
 static int one_todo(lua_State *L, PGresult *r) {
+  int n;
   if (!r) return 2;
   if (PQntuples(r) == 0) { PQclear(r); return not_found(L); }
-  tdb_push_todo(L, r, 0);
+  n = tdb_push_row(L, &tdb_todo_class, r);
   PQclear(r);
-  return 1;
+  return n;
 }
 
 /* Pushes the number of rows a statement touched. */
@@ -313,16 +315,17 @@ static void cursor_mac(const tdb_Session *s, const unsigned char *k, const unsig
   crypto_generichash_final(&st, mac, 8);
 }
 
-static void push_cursor(lua_State *L, const tdb_Session *s, int flags, long long last,
-                        const char *search, size_t n) {
+#define CURSOR_TEXT sodium_base64_ENCODED_LEN(CURSOR_BYTES, sodium_base64_VARIANT_URLSAFE_NO_PADDING)
+
+/* The cursor after id `last` into out[CURSOR_TEXT] (NUL-terminated). */
+static void make_cursor(const tdb_Session *s, int flags, long long last, const char *search,
+                        size_t n, char *out) {
   unsigned char b[CURSOR_BYTES];
-  char out[sodium_base64_ENCODED_LEN(CURSOR_BYTES, sodium_base64_VARIANT_URLSAFE_NO_PADDING)];
   b[0] = CURSOR_VERSION;
   b[1] = (unsigned char)flags;
   for (int i = 0; i < 8; i++) b[2 + i] = (unsigned char)((unsigned long long)last >> (56 - 8 * i));
   cursor_mac(s, NULL, b, search, n, b + 10);
-  sodium_bin2base64(out, sizeof out, b, sizeof b, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-  lua_pushstring(L, out);
+  sodium_bin2base64(out, CURSOR_TEXT, b, sizeof b, sodium_base64_VARIANT_URLSAFE_NO_PADDING);
 }
 
 /* Decodes a cursor made for this user and these filters. 1 ok. */
@@ -346,8 +349,27 @@ static int read_cursor(const tdb_Session *s, const char *cur, size_t len, int fl
   return 1;
 }
 
+/* The JSON of a page: {"items":[todo…],"next":cursor|null} from the first
+ * n rows of r (next null on the last page). Returns what session_list does. */
+static int page_json(lua_State *L, const PGresult *r, int n, const char *next) {
+  tdb_Buf b;
+  int ok = 1;
+  tdb_buf_init(L, &b, TDB_JSON_MAX);
+  tdb_json_open(&b, '{');
+  tdb_json_key(&b, "items");
+  tdb_json_open(&b, '[');
+  for (int i = 0; i < n && ok; i++) ok = tdb_json_row(&b, &tdb_todo_class, r, i);
+  tdb_json_close(&b, ']');
+  tdb_json_key(&b, "next");
+  if (next) (void)tdb_json_str(&b, next, strlen(next));
+  else tdb_json_null(&b);
+  tdb_json_close(&b, '}');
+  return tdb_json_done(&b, ok);
+}
+
 /* s:list_todos{ completed =, search =, order = "newest"|"oldest", limit =, after = }
  *   -> { items = { Todo… }, next = cursor | nil } | nil, err
+ * s:list_todos_json{ … } -> '{"items":[…],"next":cursor|null}' | nil, err
  * Keyset pagination on id (creation order); the cursor is opaque. */
 static int session_list(lua_State *L) {
   tdb_Conn *c;
@@ -355,8 +377,8 @@ static int session_list(lua_State *L) {
   const char *vals[5], *search = NULL, *done;
   size_t sn = 0;
   long long limit = LIMIT_DEFAULT, last;
-  int oldest = 0, flags, id, nrows;
-  char bound[24], lim[24];
+  int oldest = 0, flags, id, nrows, ret = 1;
+  char bound[24], lim[24], cursor[CURSOR_TEXT];
   PGresult *r;
   if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
   else { lua_settop(L, 1); lua_newtable(L); }
@@ -412,20 +434,26 @@ static int session_list(lua_State *L) {
             : (oldest ? TDB_SQL_TODO_LIST_OLD : TDB_SQL_TODO_LIST_NEW);
   if ((r = tdb_run(L, c, s->owner, id, vals)) == NULL) return 2;
   nrows = PQntuples(r);
-  lua_createtable(L, 0, 2);
-  lua_createtable(L, nrows < limit ? nrows : (int)limit, 0);
-  for (int i = 0; i < nrows && i < limit; i++) {
-    tdb_push_todo(L, r, i);
-    lua_rawseti(L, -2, i + 1);
-  }
-  lua_setfield(L, -2, "items");
-  if (nrows > limit) {
-    push_cursor(L, s, flags, tdb_get_int8(r, (int)limit - 1, TDB_TODO_ID),
-                search ? search : "", sn);
-    lua_setfield(L, -2, "next");
+  if (nrows > limit)
+    make_cursor(s, flags, tdb_get_int8(r, (int)limit - 1, TDB_TODO_ID), search ? search : "",
+                sn, cursor);
+  if (nrows > limit) nrows = (int)limit;
+  if (TDB_AS_JSON(L)) ret = page_json(L, r, nrows, nrows < PQntuples(r) ? cursor : NULL);
+  else {
+    lua_createtable(L, 0, 2);
+    lua_createtable(L, nrows, 0);
+    for (int i = 0; i < nrows; i++) {
+      tdb_push_todo(L, r, i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "items");
+    if (nrows < PQntuples(r)) {
+      lua_pushstring(L, cursor);
+      lua_setfield(L, -2, "next");
+    }
   }
   PQclear(r);
-  return 1;
+  return ret;
 }
 
 /* s:count_todos{ completed = } -> number | nil, err */
@@ -876,10 +904,23 @@ static const luaL_Reg session_methods[] = {
   { NULL, NULL }
 };
 
+/* The same functions answering JSON text (TDB_AS_JSON): what to_table() of
+ * the Todo (or of each item, with next null on the last page) encodes to. */
+static const luaL_Reg session_json_methods[] = {
+  { "create_todo_json", session_create },
+  { "get_todo_json", session_get },
+  { "update_todo_json", session_update },
+  { "toggle_todo_json", session_toggle },
+  { "list_todos_json", session_list },
+  { NULL, NULL }
+};
+
 void tdb_session_open(lua_State *L) {
   luaL_newmetatable(L, TDB_SESSION_MT);
   lua_newtable(L);
   luaL_setfuncs(L, session_methods, 0);
+  lua_pushboolean(L, 1);
+  luaL_setfuncs(L, session_json_methods, 1);
   lua_pushvalue(L, -1);
   lua_setfield(L, -4, "Session");
   lua_pushcclosure(L, session_index, 1);

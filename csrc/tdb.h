@@ -263,6 +263,9 @@ void tdb_password_dummy(tdb_Conn *c, const char *params, const char *pw, size_t 
 extern const luaL_Reg tdb_conn_user_methods[];
 extern const luaL_Reg tdb_conn_identity_methods[];
 extern const luaL_Reg tdb_conn_session_methods[];
+/* db:get_user_json and the other User-returning methods as JSON (registered
+ * with the upvalue true: TDB_AS_JSON). */
+extern const luaL_Reg tdb_conn_user_json_methods[];
 /* A User or a user id at idx, like tdb_check_id. */
 int tdb_check_user_id(lua_State *L, int idx, long long *out);
 /* Pushes row `row` of a result with the user columns (sql.c USER_COLS) as a User. */
@@ -301,6 +304,7 @@ typedef struct tdb_Field {
   unsigned char key;            /* compared by == (TDB_F_INT64 only) */
   unsigned char null;           /* absent: tododb.null in to_table(), else left out */
   size_t offset;
+  int col;                      /* its column in a result (sql.c TODO_COLS, USER_COLS) */
 } tdb_Field;
 typedef struct tdb_Class {
   const char *name;             /* the metatable's name */
@@ -308,6 +312,8 @@ typedef struct tdb_Class {
   const char *readonly;         /* the message of an assignment */
   /* Pushes tostring(obj); id is the first field (an int64) in decimal. */
   void (*tostring)(lua_State *L, const void *obj, const char *id);
+  /* Pushes row `row` of a result as an object of the class. */
+  void (*push)(lua_State *L, const PGresult *r, int row);
 } tdb_Class;
 /* Registers the class's metatable: __index (fields, to_table), __newindex,
  * __eq, __tostring. */
@@ -317,5 +323,23 @@ size_t tdb_str_size(const PGresult *r, int row, int col);
 /* Copies field (row, col) to at (NUL-terminated) and points out at it;
  * returns where the next one goes. NULL leaves out->s NULL. */
 char *tdb_copy_str(tdb_Str *out, char *at, const PGresult *r, int row, int col);
+extern const tdb_Class tdb_todo_class, tdb_user_class;
+
+/* JSON straight from a result (the *_json methods) ------------------------- */
+/* The *_json methods are the same C functions as their namesakes,
+ * registered with the upvalue true: they run the same statements, checks
+ * and errors, and only the result builder differs. */
+#define TDB_AS_JSON(L) lua_toboolean((L), lua_upvalueindex(1))
+#define TDB_JSON_MAX ((size_t)64 << 20)   /* bytes; a page of 200 is < 2 MiB */
+/* Writes row `row` of r as the JSON object of a k object: what its
+ * to_table() encodes to, fields in to_table() order, int8 exact. 0 when a
+ * text column is not UTF-8 (the database's encoding is not UTF8). */
+int tdb_json_row(tdb_Buf *b, const tdb_Class *k, const PGresult *r, int row);
+/* Replaces the buffer (tdb_buf_init) with its text and returns 1; when ok
+ * is 0, drops it and pushes nil, err (internal) and returns 2. */
+int tdb_json_done(tdb_Buf *b, int ok);
+/* Pushes row 0 of r as a k object (tdb_push_todo / tdb_push_user), or its
+ * JSON text in a *_json call; returns what the Lua function returns. */
+int tdb_push_row(lua_State *L, const tdb_Class *k, const PGresult *r);
 
 #endif

@@ -20,16 +20,19 @@ static void todo_tostring(lua_State *L, const void *o, const char *id) {
 
 /* Fields in to_table() order; id and user_id make ==, a NULL description
  * is tododb.null in to_table(). */
-#define FIELD(f, type, key, null) { #f, TDB_F_##type, key, null, offsetof(tdb_Todo, f) }
+#define FIELD(f, type, key, null, col) \
+  { #f, TDB_F_##type, key, null, offsetof(tdb_Todo, f), TDB_TODO_##col }
 static const tdb_Field fields[] = {
-  FIELD(id, INT64, 1, 0), FIELD(user_id, INT64, 1, 0), FIELD(title, STR, 0, 0),
-  FIELD(description, STR, 0, 1), FIELD(completed, BOOL, 0, 0),
-  FIELD(created_at, TIME, 0, 0), FIELD(updated_at, TIME, 0, 0), { NULL, 0, 0, 0, 0 }
+  FIELD(id, INT64, 1, 0, ID), FIELD(user_id, INT64, 1, 0, USER_ID),
+  FIELD(title, STR, 0, 0, TITLE), FIELD(description, STR, 0, 1, DESCRIPTION),
+  FIELD(completed, BOOL, 0, 0, COMPLETED), FIELD(created_at, TIME, 0, 0, CREATED_AT),
+  FIELD(updated_at, TIME, 0, 0, UPDATED_AT), { NULL, 0, 0, 0, 0, 0 }
 };
 #undef FIELD
 
-static const tdb_Class todo_class = {
-  TDB_TODO_MT, fields, "tododb.Todo is read-only (use session:update_todo)", todo_tostring
+const tdb_Class tdb_todo_class = {
+  TDB_TODO_MT, fields, "tododb.Todo is read-only (use session:update_todo)", todo_tostring,
+  tdb_push_todo
 };
 
 /* Row `row` of a result with TODO_COLS as a Todo. */
@@ -48,7 +51,7 @@ void tdb_push_todo(lua_State *L, const PGresult *r, int row) {
 }
 
 void tdb_todo_open(lua_State *L) {
-  tdb_class_open(L, &todo_class);
+  tdb_class_open(L, &tdb_todo_class);
   lua_pushinteger(L, (lua_Integer)sizeof(tdb_Todo));
   lua_setfield(L, -2, "todo_size");
 }

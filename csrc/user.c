@@ -26,15 +26,16 @@ static void user_tostring(lua_State *L, const void *o, const char *id) {
 }
 
 /* == compares ids; a missing email is left out of to_table(). */
-#define FIELD(f, type, key) { #f, TDB_F_##type, key, 0, offsetof(tdb_User, f) }
+#define FIELD(f, type, key, col) \
+  { #f, TDB_F_##type, key, 0, offsetof(tdb_User, f), TDB_USER_##col }
 static const tdb_Field fields[] = {
-  FIELD(id, INT64, 1), FIELD(email, STR, 0), FIELD(created_at, TIME, 0),
-  FIELD(updated_at, TIME, 0), { NULL, 0, 0, 0, 0 }
+  FIELD(id, INT64, 1, ID), FIELD(email, STR, 0, EMAIL), FIELD(created_at, TIME, 0, CREATED_AT),
+  FIELD(updated_at, TIME, 0, UPDATED_AT), { NULL, 0, 0, 0, 0, 0 }
 };
 #undef FIELD
 
-static const tdb_Class user_class = {
-  TDB_USER_MT, fields, "tododb.User is read-only", user_tostring
+const tdb_Class tdb_user_class = {
+  TDB_USER_MT, fields, "tododb.User is read-only", user_tostring, tdb_push_user
 };
 
 void tdb_push_user(lua_State *L, const PGresult *r, int row) {
@@ -87,16 +88,18 @@ static int read_id(lua_State *L, int idx, char *buf) {
   return 0;
 }
 
-/* Returns the single-row result as a User, or not_found. */
+/* Returns the single-row result as a User (its JSON in a *_json call), or
+ * not_found. */
 static int one_user(lua_State *L, PGresult *r) {
+  int n;
   if (!r) return 2;
   if (PQntuples(r) == 0) {
     PQclear(r);
     return tdb_push_error(L, "not_found", NULL, NULL, "user not found");
   }
-  tdb_push_user(L, r, 0);
+  n = tdb_push_row(L, &tdb_user_class, r);
   PQclear(r);
-  return 1;
+  return n;
 }
 
 static int conflict_email(lua_State *L) {
@@ -328,8 +331,18 @@ const luaL_Reg tdb_conn_user_methods[] = {
   { NULL, NULL }
 };
 
+/* db:create_user_json{…}, db:get_user_json(id), db:find_user_json(email),
+ * db:change_email_json(id, email) -> JSON text of the User | nil, err */
+const luaL_Reg tdb_conn_user_json_methods[] = {
+  { "create_user_json", user_create },
+  { "get_user_json", user_get },
+  { "find_user_json", user_find },
+  { "change_email_json", user_change_email },
+  { NULL, NULL }
+};
+
 void tdb_user_open(lua_State *L) {
-  tdb_class_open(L, &user_class);
+  tdb_class_open(L, &tdb_user_class);
   lua_pushinteger(L, (lua_Integer)sizeof(tdb_User));
   lua_setfield(L, -2, "user_size");
 }

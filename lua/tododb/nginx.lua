@@ -9,7 +9,10 @@
 --
 -- Operations take and return plain data only (strings, numbers, booleans,
 -- tododb.null, tables without cycles): that is all that crosses between the
--- worker's Lua VM and the thread pool's VMs. Every operation answers one table:
+-- worker's Lua VM and the thread pool's VMs. The operations on todos and
+-- register answer JSON text written in C from the result (s:get_todo_json
+-- and the other *_json methods), so a success crosses as one string. Every
+-- operation answers one table:
 --   { ok = true, value = ... }  or  { ok = false, error = { code =, message =, field = } }
 -- and never raises; tododb.nginx.failure decides what of an error the client
 -- may read. An unexpected Lua error becomes code "internal" with the
@@ -148,12 +151,6 @@ local function id_text(id)
   return tostring(id)
 end
 
-local function todos_of(list)
-  local out = {}
-  for i, t in ipairs(list) do out[i] = t:to_table() end
-  return out
-end
-
 -- Operations on one user's todos: f(session, args) -> value | nil, err.
 -- args.user_id is a user id, or the claims { iss =, sub =, email = } of an
 -- external identity: its user, provisioned on first use (db:provision_claims).
@@ -171,15 +168,9 @@ local function session_op(f)
   end
 end
 
--- A User or Todo (or the error) as the plain data an operation answers.
-local function plain(obj, err)
-  if not obj then return nil, err end
-  return obj:to_table()
-end
-
--- register{ email =, password = } -> user table
+-- register{ email =, password = } -> user JSON
 function ops.register(c, a)
-  return plain(c:create_user { email = a.email, password = a.password })
+  return c:create_user_json { email = a.email, password = a.password }
 end
 
 -- login{ email =, password = } -> { token =, expires_in =, user = }
@@ -196,27 +187,25 @@ function ops.login(c, a)
 end
 
 -- list{ user_id =, completed =, search =, order =, limit =, after = }
---   -> { items = { todo… }, next = cursor | nil }
+--   -> '{"items":[todo…],"next":cursor|null}'
 ops.list = session_op(function(s, a)
-  local page, err = s:list_todos {
+  return s:list_todos_json {
     completed = a.completed, search = a.search, order = a.order,
     limit = a.limit, after = a.after,
   }
-  if not page then return nil, err end
-  return { items = todos_of(page.items), next = page.next }
 end)
 
--- create{ user_id =, todo = { title =, description =, completed = } } -> todo
-ops.create = session_op(function(s, a) return plain(s:create_todo(a.todo)) end)
+-- create{ user_id =, todo = { title =, description =, completed = } } -> todo JSON
+ops.create = session_op(function(s, a) return s:create_todo_json(a.todo) end)
 
--- get{ user_id =, id = } -> todo
-ops.get = session_op(function(s, a) return plain(s:get_todo(a.id)) end)
+-- get{ user_id =, id = } -> todo JSON
+ops.get = session_op(function(s, a) return s:get_todo_json(a.id) end)
 
--- update{ user_id =, id =, changes = { title =, description =, completed = } } -> todo
-ops.update = session_op(function(s, a) return plain(s:update_todo(a.id, a.changes)) end)
+-- update{ user_id =, id =, changes = { title =, description =, completed = } } -> todo JSON
+ops.update = session_op(function(s, a) return s:update_todo_json(a.id, a.changes) end)
 
--- toggle{ user_id =, id = } -> todo
-ops.toggle = session_op(function(s, a) return plain(s:toggle_todo(a.id)) end)
+-- toggle{ user_id =, id = } -> todo JSON
+ops.toggle = session_op(function(s, a) return s:toggle_todo_json(a.id) end)
 
 -- delete{ user_id =, id = } -> true
 ops.delete = session_op(function(s, a) return s:delete_todo(a.id) end)
@@ -267,6 +256,16 @@ function M.dispatch(op, args)
   return M.failure(tostring(res))
 end
 
+-- tododb.nginx.thread_dispatch(op, args) -> true, value | false, failure
+-- What ngx.run_worker_thread calls in a pool VM: dispatch, with a success
+-- answered by its value alone (JSON text for most operations), so that
+-- only that string is copied back to the worker's VM.
+function M.thread_dispatch(op, args)
+  local res = M.dispatch(op, args)
+  if res.ok then return true, res.value end
+  return false, res
+end
+
 local semaphore                -- bounds calls in flight to the VM pool size
 
 -- tododb.nginx.run(op, args [, mode]) -> { ok =, value = | error =, detail = }
@@ -277,14 +276,15 @@ function M.run(op, args, mode)
   if not semaphore then
     semaphore = assert(require("ngx.semaphore").new(M.vms))
   end
-  local ok, err = semaphore:wait(M.wait)
-  if not ok then
+  local free, err = semaphore:wait(M.wait)
+  if not free then
     return M.failure({ code = "unavailable", message = "no free thread VM: " .. tostring(err) })
   end
-  local done, res = ngx.run_worker_thread(M.pool, "tododb.nginx", "dispatch", op, args)
+  local done, ok, value = ngx.run_worker_thread(M.pool, "tododb.nginx", "thread_dispatch", op, args)
   semaphore:post(1)
-  if not done then return M.failure("run_worker_thread: " .. tostring(res)) end
-  return res
+  if not done then return M.failure("run_worker_thread: " .. tostring(ok)) end
+  if ok then return { ok = true, value = value } end
+  return value
 end
 
 return M
