@@ -434,10 +434,11 @@ static int session_list(lua_State *L) {
             : (oldest ? TDB_SQL_TODO_LIST_OLD : TDB_SQL_TODO_LIST_NEW);
   if ((r = tdb_run(L, c, s->owner, id, vals)) == NULL) return 2;
   nrows = PQntuples(r);
-  if (nrows > limit)
+  if (nrows > limit) {                  /* one row more than asked: a next page */
     make_cursor(s, flags, tdb_get_int8(r, (int)limit - 1, TDB_TODO_ID), search ? search : "",
                 sn, cursor);
-  if (nrows > limit) nrows = (int)limit;
+    nrows = (int)limit;
+  }
   if (TDB_AS_JSON(L)) ret = page_json(L, r, nrows, nrows < PQntuples(r) ? cursor : NULL);
   else {
     lua_createtable(L, 0, 2);
