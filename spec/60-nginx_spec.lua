@@ -271,6 +271,27 @@ describe("tododb.nginx.getenv", function()
   end)
 end)
 
+describe("tododb.nginx.configure", function()
+  local tnginx = require "tododb.nginx"
+
+  it("takes vms and calls as positive integers and refuses anything else", function()
+    local vms, calls = tnginx.vms, tnginx.calls
+    finally(function() tnginx.configure { vms = vms, calls = calls } end)
+    assert.equal(tnginx, tnginx.configure { vms = 6, calls = 2 })
+    assert.equal(6, tnginx.vms)
+    assert.equal(2, tnginx.calls)
+    for _, bad in ipairs { 0, -1, 1.5, "2", true } do
+      assert.has_error(function() tnginx.configure { calls = bad } end,
+                       "tododb.nginx.configure: calls must be a positive integer")
+      assert.has_error(function() tnginx.configure { vms = bad } end,
+                       "tododb.nginx.configure: vms must be a positive integer")
+    end
+    assert.has_error(function() tnginx.configure { threads = 4 } end,
+                     "tododb.nginx.configure: unknown option 'threads'")
+    assert.equal(2, tnginx.calls)
+  end)
+end)
+
 -- The API, in each mode -------------------------------------------------------
 
 for _, mode in ipairs { "thread", "worker" } do
@@ -882,6 +903,20 @@ describe("nginx thread-pool mode", function()
     local list_done = tonumber((read(d .. "/list.done"):gsub("%s", "")))
     assert.is_true(list_done < login_done,
                    "the list (issued " .. delay .. " s into the login) finished after the login")
+  end)
+
+  it("queues database calls beyond its one at a time and answers every one", function()
+    local d = server.dir
+    local lines = {}
+    for i = 1, 24 do
+      lines[i] = "( " .. server:curl("GET", "/api/todos", { token = token })
+        .. " -o /dev/null -w '%{http_code}\\n' >> " .. sh(d .. "/many.codes") .. " ) &"
+    end
+    lines[#lines + 1] = "wait"
+    write(d .. "/many.sh", table.concat(lines, "\n"))
+    assert.is_true(exec("sh " .. sh(d .. "/many.sh")))
+    local codes = read(d .. "/many.codes")
+    assert.equal(("200\n"):rep(24), codes)
   end)
 
   it("leaves no [error], [crit] or [alert] lines in the error log", function()

@@ -35,7 +35,9 @@ local tododb = require "tododb"
 
 local M = {
   pool = "tododb",           -- thread_pool name in nginx.conf
-  vms = 4,                   -- = lua_worker_thread_vm_pool_size: calls in flight per worker
+  vms = 4,                   -- = lua_worker_thread_vm_pool_size: thread VMs per worker
+  calls = 1,                 -- of those, VMs running database calls at a time per worker;
+                             -- the others hash passwords (register, login)
   wait = 10,                 -- seconds a call may wait for a free thread VM
   token_ttl = 3600,          -- seconds
 }
@@ -72,11 +74,15 @@ function M.signup_uniform()
   return v == "1" or v == "true" or v == "on"
 end
 
--- Sets pool, vms, wait, token_ttl (call from init_by_lua* or init_worker_by_lua*).
+-- Sets pool, vms, calls, wait, token_ttl (call from init_by_lua* or
+-- init_worker_by_lua*, before the first call).
 function M.configure(opts)
   for k, v in pairs(opts or {}) do
     if M[k] == nil or type(M[k]) == "function" then
       error("tododb.nginx.configure: unknown option '" .. tostring(k) .. "'", 2)
+    end
+    if (k == "vms" or k == "calls") and (type(v) ~= "number" or v < 1 or v % 1 ~= 0) then
+      error("tododb.nginx.configure: " .. k .. " must be a positive integer", 2)
     end
     M[k] = v
   end
@@ -266,16 +272,35 @@ function M.thread_dispatch(op, args)
   return false, res
 end
 
-local semaphore                -- bounds calls in flight to the VM pool size
+-- Calls in flight per worker, bounded by two FIFO semaphores over the VM
+-- pool: `calls` VMs for database calls, the rest (vms - calls) for the
+-- password hashing of register and login, so that a slow hash never holds
+-- up the database calls. Database calls are bounded well below the pool
+-- size because more of them at once than CPU cores, on a database on the
+-- same host, queue in the kernel's run queue instead of in this FIFO: the
+-- median barely moves but the tail grows with them (get by id, 2 workers,
+-- 16 connections, 2 cores: p99 20-60 ms at 1 call per worker, 300-800 ms
+-- at 4, over 1 s at 8). More help only when the round trip is long (a
+-- database across a network).
+local HASHING = { register = true, login = true }
+local semaphores               -- { db =, hash = }, made on first use
+
+local function semaphore_of(op)
+  if not semaphores then
+    local new = require("ngx.semaphore").new
+    local calls = math.min(M.calls, M.vms)
+    semaphores = { db = assert(new(calls)) }
+    semaphores.hash = M.vms > calls and assert(new(M.vms - calls)) or semaphores.db
+  end
+  return HASHING[op] and semaphores.hash or semaphores.db
+end
 
 -- tododb.nginx.run(op, args [, mode]) -> { ok =, value = | error =, detail = }
 -- From a yieldable nginx phase (content_by_lua*, access_by_lua*, rewrite_by_lua*).
 function M.run(op, args, mode)
   mode = mode or M.mode()
   if mode == "worker" then return M.dispatch(op, args) end
-  if not semaphore then
-    semaphore = assert(require("ngx.semaphore").new(M.vms))
-  end
+  local semaphore = semaphore_of(op)
   local free, err = semaphore:wait(M.wait)
   if not free then
     return M.failure({ code = "unavailable", message = "no free thread VM: " .. tostring(err) })
