@@ -13,27 +13,13 @@ local null = cjson.null
 
 -- Processes -----------------------------------------------------------------
 
-local function sh(s) return "'" .. (tostring(s):gsub("'", [['\'']])) .. "'" end
+local sh, read, write = support.sh, support.read, support.write
 
 local exec = support.run
 
 local capture = support.capture
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read "*a"
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(s))
-  f:close()
-end
-
-local TOP = capture("pwd"):gsub("%s+$", "")
+local TOP = support.top
 local ROOT = capture("id -u"):gsub("%s+$", "") == "0"
 local MODULES = os.getenv "NGINX_MODULES" or "/usr/lib/nginx/modules"
 -- Children must not inherit sanitizer runtimes (make check-asan), nor
@@ -112,8 +98,7 @@ end
 -- Stops nginx (waits for the master to exit) and removes its directory.
 function Server:stop()
   if self.pid then
-    exec("pid=" .. self.pid .. "; kill -TERM $pid 2>/dev/null; for i in $(seq 100); do"
-         .. " kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL $pid 2>/dev/null")
+    support.stop_pid(self.pid)
     self.pid = nil
   end
   exec("rm -rf " .. sh(self.dir))

@@ -12,27 +12,12 @@ if not dir then
   return
 end
 
-local function sh(s) return "'" .. (tostring(s):gsub("'", [['\'']])) .. "'" end
-local TOP = support.capture("pwd"):gsub("%s+$", "")
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return "" end
-  local s = f:read "*a"
-  f:close()
-  return s
-end
+local sh, read, stop = support.sh, support.read, support.stop_pid
+local TOP = support.top
 
 -- Starts cmd in the background; returns its pid.
 local function background(cmd, log)
   return support.capture(("(%s) >%s 2>&1 & echo $!"):format(cmd, sh(log))):match "%d+"
-end
-
-local function stop(pid)
-  if pid then
-    support.run("pid=" .. pid .. "; kill -TERM $pid 2>/dev/null; for i in $(seq 100); do"
-                .. " kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL $pid 2>/dev/null")
-  end
 end
 
 -- Waits until f() is true (polling, at most `tries` × 0.2 s).

@@ -77,6 +77,35 @@ function S.capture(cmd)
   return out
 end
 
+-- A string quoted for the shell.
+function S.sh(s) return "'" .. (tostring(s):gsub("'", [['\'']])) .. "'" end
+
+-- A file's bytes ("" when it cannot be read), and writing them.
+function S.read(path)
+  local f = io.open(path, "rb")
+  if not f then return "" end
+  local s = f:read "*a"
+  f:close()
+  return s
+end
+
+function S.write(path, s)
+  local f = assert(io.open(path, "wb"))
+  assert(f:write(s))
+  f:close()
+end
+
+-- The checkout the specs run in.
+S.top = S.capture("pwd"):gsub("%s+$", "")
+
+-- Stops a server the spec started (nginx's master, scripts/serve): TERM,
+-- then waits up to 10 s for it to exit before KILL.
+function S.stop_pid(pid)
+  if not pid then return end
+  S.run("pid=" .. pid .. "; kill -TERM $pid 2>/dev/null; for i in $(seq 100); do"
+        .. " kill -0 $pid 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL $pid 2>/dev/null")
+end
+
 -- Starts a Lua script in another process of this interpreter (same package
 -- paths); returns the pipe of its stdout and stderr, or, with `out`, a pipe
 -- that stays empty while they go to the file `out` (a process that writes
