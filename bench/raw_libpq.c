@@ -149,8 +149,8 @@ static PGresult *run(const char *owner, Stmt *st, const char *const *vals) {
   }
   PQexitPipelineMode(pg);
   /* Every queued statement is prepared now (the run died otherwise). */
-  S(TDB_SQL_BEGIN)->prepared = S(TDB_SQL_COMMIT)->prepared = set_local;
-  S(TDB_SQL_SET_CONFIG)->prepared |= owner && !set_local;
+  if (owner && set_local) S(TDB_SQL_BEGIN)->prepared = S(TDB_SQL_COMMIT)->prepared = 1;
+  if (owner && !set_local) S(TDB_SQL_SET_CONFIG)->prepared = 1;
   st->prepared = 1;
   if (!main) die("no result");
   return main;
@@ -254,6 +254,31 @@ static void measure(Op op, int ops, int warm) {
     lat[i - 1] = mono() - a;
   }
   report(ops, mono() - t0, cpu() - c0);
+}
+
+/* --rls=A,B: op alternately with RLS setting A and B (0 set_config, 1 SET
+ * LOCAL), so that both meet the same load; a RESULT line for A, then B. */
+static void measure_pair(Op op, int ops, int warm, int a, int b) {
+  double *lat_b = malloc(sizeof *lat_b * (size_t)ops), ca = 0, cb = 0, ta = 0, tb = 0;
+  for (int i = 1; i <= warm; i++) { set_local = a; op(-i); set_local = b; op(-i); }
+  for (int i = 1; i <= ops; i++) {
+    double c = cpu(), t = mono();
+    set_local = a;
+    op(i);
+    lat[i - 1] = mono() - t;
+    ta += lat[i - 1];
+    ca += cpu() - c;
+    c = cpu(); t = mono();
+    set_local = b;
+    op(i);
+    lat_b[i - 1] = mono() - t;
+    tb += lat_b[i - 1];
+    cb += cpu() - c;
+  }
+  report(ops, ta, ca);
+  free(lat);
+  lat = lat_b;
+  report(ops, tb, cb);
 }
 
 /* ---- the operations: tododb's statements, or the natural ones (--floor) ---- */
@@ -474,18 +499,32 @@ static void bulk(int ops) {
   clear_user(bu);
 }
 
+/* 1: SET LOCAL, 0: set_config, -2: unknown; "runner" as conn.c decided. */
+static int runner_local;
+static int rls_mode(const char *s) {
+  return !strcmp(s, "runner") ? runner_local : !strcmp(s, "set_local") ? 1
+       : !strcmp(s, "set_config") ? 0 : -2;
+}
+
 int main(int argc, char **argv) {
   const char *url = getenv("BENCH_URL"), *ids = getenv("BENCH_IDS"), *rls = "runner";
+  const char *rls2 = NULL;
   int ops, warm, a = 1;
   for (; a < argc && !strncmp(argv[a], "--", 2); a++) {
     if (!strcmp(argv[a], "--floor")) floor_mode = 1;
-    else if (!strncmp(argv[a], "--rls=", 6)) rls = argv[a] + 6;
+    else if (!strncmp(argv[a], "--rls=", 6)) {
+      static char buf[64];
+      char *comma;
+      snprintf(buf, sizeof buf, "%s", argv[a] + 6);
+      rls = buf;
+      if ((comma = strchr(buf, ',')) != NULL) { *comma = '\0'; rls2 = comma + 1; }
+    }
     else break;
   }
-  if (argc - a != 2 || !url || !ids || (strcmp(rls, "runner") && strcmp(rls, "set_config")
-                                        && strcmp(rls, "set_local"))) {
+  if (argc - a != 2 || !url || !ids || rls_mode(rls) < -1 || (rls2 && rls_mode(rls2) < -1)) {
     fprintf(stderr, "usage: BENCH_URL=… BENCH_IDS=… raw_libpq [--floor]"
-                    " [--rls=runner|set_config|set_local] WORKLOAD OPS\n");
+                    " [--rls=S[,S2]] WORKLOAD OPS  (S: runner, set_config or set_local;"
+                    " S2: alternate op by op)\n");
     return 2;
   }
   if (sodium_init() < 0) return 1;
@@ -496,12 +535,22 @@ int main(int argc, char **argv) {
   if (getenv("BENCH_WORKER")) rng += 7919ULL * (unsigned long long)atoi(getenv("BENCH_WORKER"));
   pg = PQconnectdb(url);
   if (PQstatus(pg) != CONNECTION_OK) die("connect");
-  if (!strcmp(rls, "runner")) {         /* conn.c connect_retry's probe */
+  {                                     /* conn.c connect_retry's probe */
     PGresult *r = PQexec(pg, tdb_sql[TDB_SQL_CITUS].text);
-    set_local = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
-                && PQgetvalue(r, 0, 0)[0] == 't';
+    runner_local = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1
+                   && PQgetvalue(r, 0, 0)[0] == 't';
     PQclear(r);
-  } else set_local = !strcmp(rls, "set_local");
+  }
+  set_local = rls_mode(rls);
+  if (rls2) {
+    Op op = !strcmp(workload, "get") ? op_get : !strcmp(workload, "list") ? op_list
+          : !strcmp(workload, "create") ? op_create : !strcmp(workload, "toggle") ? op_toggle : NULL;
+    if (!op || floor_mode) { fprintf(stderr, "raw_libpq: --rls=A,B takes get, list, create or toggle\n"); return 2; }
+    load_ids(ids);
+    measure_pair(op, ops, warm, set_local, rls_mode(rls2));
+    PQfinish(pg);
+    return 0;
+  }
   if (floor_mode && set_local) { fprintf(stderr, "raw_libpq: --floor sends set_config\n"); return 2; }
   load_ids(ids);
   if (!strcmp(workload, "get")) measure(op_get, ops, warm);

@@ -615,7 +615,9 @@ if ran.citus and next(RLS) then
   p "on Citus that takes `BEGIN; SET LOCAL …; statement; COMMIT` (set_config() stays on the"
   p "coordinator); elsewhere set_config() in the statement's pipeline is enough. The runner"
   p("(csrc/conn.c) probes for Citus once per connection and picks; on this server tododb reports"
-    .. " `rls_setting = %s`. tododb's statements in C, one connection, alternating round by round:",
+    .. " `rls_setting = %s`. tododb's statements in C, one connection, each variant alternating"
+    .. " op by op with set_config in one process, so that both meet the same load (median of the"
+    .. " rounds' ratios of the summed latencies):",
     rmeta.rls_setting or "?")
   p ""
   p "| workload | RLS setting | ops/s (median round) | p50 ms | ÷ set_config (time per op) |"
@@ -672,8 +674,8 @@ end
 -- ---- batch ------------------------------------------------------------------------------
 local batch = slurp "batch.md"
 if ran.batch and batch ~= "" then
-  local head, rest = batch:match "^(## [^\n]*\n\n)(.*)$"
-  p("%s", head or "")
+  local head, rest = batch:match "^(## [^\n]*)\n\n(.*)$"
+  if head then p("%s", head) p "" end
   stamp()
   p("%s", ((rest or batch):gsub("\n+$", "")))
   p ""
