@@ -268,7 +268,8 @@ static int conn_tostring(lua_State *L) {
  * Every statement runs through run(): sql.c's named ones (tdb_run), db:query's
  * ad-hoc ones and simple-protocol text (db:exec, tdb_exec), under one policy:
  * - prepared once per server session and reused (unnamed with c->prepare off);
- * - bounded by the per-call deadline (c->call_timeout);
+ * - bounded by the per-call deadline (c->call_timeout), counted once the
+ *   connection is there (reconnecting is bounded by c->connect_timeout);
  * - a broken connection is re-made before the statement (never inside
  *   s:transaction, c->tx);
  * - after a lost connection a read is retried once, a write never: it may
@@ -528,13 +529,17 @@ static PGresult *timed_out(lua_State *L, tdb_Conn *c, const Stmt *s) {
  * or NULL with nil, err pushed. */
 static PGresult *run(lua_State *L, tdb_Conn *c, const char *owner, Stmt *s,
                      const char *const *vals) {
-  double deadline = c->call_timeout > 0 ? tdb_now() + c->call_timeout : 0;
   for (int attempt = 0; ; attempt++) {
     PGresult *err = NULL, *r;
+    double deadline;
     if (c->tx ? !alive(c) : !ensure(L, c)) {
       if (c->tx) push_result_error(L, c, NULL);
       return NULL;
     }
+    /* Counted from here, per attempt: reconnecting has its own bound
+     * (connect_timeout), and time spent on a hung host must not be charged
+     * to the host that answers. */
+    deadline = c->call_timeout > 0 ? tdb_now() + c->call_timeout : 0;
     if (s->cache) name_adhoc(L, c, s);
     r = run_once(c, c->tx ? NULL : owner, s, vals, deadline, &err);
     if (s->cache) note_adhoc(L, c, s);
