@@ -266,7 +266,8 @@ static int conn_tostring(lua_State *L) {
 
 /* ---- the statement runner --------------------------------------------------
  * Every statement runs through run(): sql.c's named ones (tdb_run), db:query's
- * ad-hoc ones and simple-protocol text (db:exec, tdb_exec), under one policy:
+ * ad-hoc ones and simple-protocol text (db:exec, tdb_exec); s:batch's
+ * pipelines (tdb_run_batch) share its sending and reading. One policy:
  * - prepared once per server session and reused (unnamed with c->prepare off);
  * - bounded by the per-call deadline (c->call_timeout), counted once the
  *   connection is there (reconnecting is bounded by c->connect_timeout);
@@ -378,21 +379,22 @@ static int is_conflict(const PGresult *r) {
   return has_state(r, "40001") || has_state(r, "40P01");
 }
 
-/* What each command queued in a pipeline is. */
-#define MAX_PIPE 8
+/* What each command queued in a pipeline is: a prepare (the flag its
+ * result sets), statement k's execution (stmt k >= 0), or another (-1). */
 typedef struct Pipe {
   int n;
-  unsigned char *prepare[MAX_PIPE];     /* a prepare: the flag its result sets */
-  unsigned char main[MAX_PIPE];         /* the statement whose result is returned */
+  unsigned char **prepare;
+  int *stmt;
 } Pipe;
 
-static void queued(Pipe *p, unsigned char *prepare, int main) {
+static void queued(Pipe *p, unsigned char *prepare, int stmt) {
   p->prepare[p->n] = prepare;
-  p->main[p->n++] = (unsigned char)main;
+  p->stmt[p->n++] = stmt;
 }
 
-/* Queues statement s (preparing it first when needed). */
-static int send_stmt(tdb_Conn *c, const Stmt *s, const char *const *vals, Pipe *p, int main) {
+/* Queues s as statement k (-1: not one whose result is wanted), preparing
+ * it first unless it is prepared or its prepare is queued (flag 2). */
+static int send_stmt(tdb_Conn *c, const Stmt *s, const char *const *vals, Pipe *p, int k) {
   const tdb_Sql *q = &s->q;
   if (!q->name) {
     if (!PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals, NULL, NULL, s->format))
@@ -400,17 +402,86 @@ static int send_stmt(tdb_Conn *c, const Stmt *s, const char *const *vals, Pipe *
   } else {
     if (!*s->prepared) {
       if (!PQsendPrepare(c->pg, q->name, q->text, q->nparams, NULL)) return 0;
-      queued(p, s->prepared, 0);
+      *s->prepared = 2;
+      queued(p, s->prepared, -1);
     }
     if (!PQsendQueryPrepared(c->pg, q->name, q->nparams, vals, NULL, NULL, s->format)) return 0;
   }
-  queued(p, NULL, main);
+  queued(p, NULL, k);
   return 1;
 }
 
-static int send_named(tdb_Conn *c, int id, const char *const *vals, Pipe *p) {
+static int send_named(tdb_Conn *c, int id, const char *const *vals, Pipe *p, int k) {
   Stmt s = named(c, id);
-  return send_stmt(c, &s, vals, p, 0);
+  return send_stmt(c, &s, vals, p, k);
+}
+
+/* Queues parameterless text (simple statements, never prepared). */
+static int send_text(tdb_Conn *c, const char *text, Pipe *p) {
+  if (!PQsendQueryParams(c->pg, text, 0, NULL, NULL, NULL, NULL, 0)) return 0;
+  queued(p, NULL, -1);
+  return 1;
+}
+
+/* Reads what was sent until the deadline (tdb_now() seconds, 0: none): in
+ * pipeline mode the results of p's commands up to the sync, else those of
+ * one simple-protocol text (all statement 0's; the last one kept). res[k]
+ * gets statement k's result; *err the first failure and *failed its
+ * statement (-1: another command, or the connection). A prepare's flag
+ * becomes 1 when it succeeded or the statement was there already (42P05),
+ * and flags left queued (2) become 0. 0 when the deadline passed first: the
+ * connection is broken (reopened next call) and nothing is kept. */
+static int drain(tdb_Conn *c, Pipe *p, int piped, double deadline, PGresult **res,
+                 int nres, PGresult **err, int *failed) {
+  int i = 0, nulls = 0, ok = 1;
+  *err = NULL;
+  *failed = -1;
+  for (;;) {
+    PGresult *r;
+    int k;
+    if (deadline > 0 && !tdb_wait_result(c->pg, deadline)) {
+      c->timed_out = c->broken = 1;     /* a hung server: give up on this connection */
+      ok = 0;
+      break;
+    }
+    if ((r = PQgetResult(c->pg)) == NULL) {
+      if (!piped || ++nulls > 1) break;          /* nothing more will come */
+      i++;
+      continue;
+    }
+    nulls = 0;
+    k = !piped ? 0 : i < p->n ? p->stmt[i] : -1;
+    if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) { PQclear(r); break; }
+    if (is_copy(r)) {                   /* never started: the connection is stuck */
+      c->broken = 1;
+      PQclear(*err);
+      *err = r;
+      *failed = k;
+      break;
+    }
+    if (piped && i < p->n && p->prepare[i])
+      *p->prepare[i] = !result_failed(r) || has_state(r, "42P05");
+    if (result_failed(r)) {
+      if (!*err && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
+        *err = r;
+        *failed = k;
+        continue;
+      }
+    } else if (k >= 0 && k < nres && (!piped || !res[k])) {
+      PQclear(res[k]);
+      res[k] = r;
+      continue;
+    }
+    PQclear(r);
+  }
+  for (i = 0; i < p->n; i++)            /* prepares never answered */
+    if (p->prepare[i] && *p->prepare[i] == 2) *p->prepare[i] = 0;
+  if (!ok) {
+    for (i = 0; i < nres; i++) { PQclear(res[i]); res[i] = NULL; }
+    PQclear(*err);
+    *err = NULL;
+  }
+  return ok;
 }
 
 /* ---- the row-level security setting ------------------------------------
@@ -431,94 +502,60 @@ static int queue_user_setting(tdb_Conn *c, const char *owner, Pipe *p) {
   char text[96];
   size_t n = strlen(owner);
   if (n == 0 || n > 20 || strspn(owner, "-0123456789") != n) return 0;
-  if (!c->set_local) return send_named(c, TDB_SQL_SET_CONFIG, &owner, p);
-  if (!send_named(c, TDB_SQL_BEGIN, NULL, p)) return 0;
+  if (!c->set_local) return send_named(c, TDB_SQL_SET_CONFIG, &owner, p, -1);
+  if (!send_named(c, TDB_SQL_BEGIN, NULL, p, -1)) return 0;
   snprintf(text, sizeof text, "%s%s'", tdb_sql[TDB_SQL_SET_USER].text, owner);
-  if (!PQsendQueryParams(c->pg, text, 0, NULL, NULL, NULL, NULL, 0)) return 0;
-  queued(p, NULL, 0);
-  return 1;
+  return send_text(c, text, p);
 }
 
-/* Sends s: simple protocol, or one pipelined round trip of
- * [BEGIN; SET LOCAL | set_config] [prepare] statement [COMMIT], sync. */
-static int send_all(tdb_Conn *c, const char *owner, const Stmt *s,
-                    const char *const *vals, Pipe *p) {
-  if (s->simple) return PQsendQuery(c->pg, s->q.text);
-  if (!PQenterPipelineMode(c->pg)) return 0;
-  if ((!owner || queue_user_setting(c, owner, p)) && send_stmt(c, s, vals, p, 1)
-      && owner && c->set_local)
-    (void)send_named(c, TDB_SQL_COMMIT, NULL, p);
-  /* Even after a failed send, sync and drain: the connection must leave
-   * pipeline mode idle, or be broken (and reconnected on the next call). */
-  if (!PQpipelineSync(c->pg)) p->n = 0;
-  return 1;
+/* Leaves pipeline mode after a drain; a connection that cannot is useless
+ * (reconnect). A transaction block left open by a failure is rolled back (a
+ * second round trip, on errors only) unless keep_tx. */
+static void end_pipeline(tdb_Conn *c, int block) {
+  if (!PQexitPipelineMode(c->pg)) c->broken = 1;
+  else if (block && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+    PQclear(PQexec(c->pg, tdb_sql[TDB_SQL_ROLLBACK].text));
 }
 
-/* Sends s and reads its results until the deadline (tdb_now() seconds, 0:
- * none). Returns the statement's result (the last one of simple-protocol
+/* Sends s and reads its results: simple protocol, or one pipelined round
+ * trip of [BEGIN; SET LOCAL | set_config] [prepare] statement [COMMIT],
+ * sync. Returns the statement's result (the last one of simple-protocol
  * text) or NULL with *err the first failure (NULL too when the connection
- * broke). A failed transaction block is rolled back (a second round trip, on
- * errors only). */
+ * broke or the deadline passed: c->timed_out). */
 static PGresult *run_once(tdb_Conn *c, const char *owner, const Stmt *s,
                           const char *const *vals, double deadline, PGresult **err) {
+  unsigned char *prepare[8];
+  int stmt[8], failed;
   Pipe p;
-  int i = 0, nulls = 0, piped = !s->simple;
   PGresult *main = NULL;
-  *err = NULL;
   p.n = 0;
+  p.prepare = prepare;
+  p.stmt = stmt;
+  *err = NULL;
   c->timed_out = 0;
-  if (!send_all(c, owner, s, vals, &p)) return NULL;
-  for (;;) {
-    PGresult *r;
-    if (deadline > 0 && !tdb_wait_result(c->pg, deadline)) {
-      /* A hung server: give up on this connection (reopened next call). */
-      c->timed_out = c->broken = 1;
-      PQclear(main);
-      PQclear(*err);
-      *err = NULL;
-      return NULL;
-    }
-    r = PQgetResult(c->pg);
-    if (!r) {
-      if (!piped || ++nulls > 1) break;          /* nothing more will come */
-      i++;
-      continue;
-    }
-    nulls = 0;
-    if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) { PQclear(r); break; }
-    if (is_copy(r)) {                   /* never started: the connection is stuck */
-      c->broken = 1;
-      PQclear(*err);
-      *err = r;
-      break;
-    }
-    if (i < p.n && p.prepare[i] && (!result_failed(r) || has_state(r, "42P05")))
-      *p.prepare[i] = 1;                /* prepared now, or there already */
-    if (result_failed(r)) {
-      if (!*err && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) { *err = r; continue; }
-    } else if (!piped || (i < p.n && p.main[i])) {
-      PQclear(main);
-      main = r;
-      continue;
-    }
-    PQclear(r);
+  if (s->simple) {
+    if (!PQsendQuery(c->pg, s->q.text)) return NULL;
+  } else {
+    if (!PQenterPipelineMode(c->pg)) return NULL;
+    if ((!owner || queue_user_setting(c, owner, &p)) && send_stmt(c, s, vals, &p, 0)
+        && owner && c->set_local)
+      (void)send_named(c, TDB_SQL_COMMIT, NULL, &p, -1);
+    /* Even after a failed send, sync and drain: the connection must leave
+     * pipeline mode idle, or be broken (and reconnected on the next call). */
+    if (!PQpipelineSync(c->pg)) p.n = 0;
   }
-  if (piped) {
-    /* A connection that cannot leave pipeline mode is useless: reconnect. */
-    if (!PQexitPipelineMode(c->pg)) c->broken = 1;
-    else if (owner && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
-      PQclear(PQexec(c->pg, tdb_sql[TDB_SQL_ROLLBACK].text));
-  }
+  (void)drain(c, &p, !s->simple, deadline, &main, 1, err, &failed);
+  if (!s->simple && !c->timed_out) end_pipeline(c, owner != NULL);
   if (*err || !main) { PQclear(main); return NULL; }
   return main;
 }
 
 /* A call that hit c->call_timeout: nil, err pushed; NULL. */
-static PGresult *timed_out(lua_State *L, tdb_Conn *c, const Stmt *s) {
+static PGresult *timed_out(lua_State *L, tdb_Conn *c, int readonly) {
   char msg[256];
   snprintf(msg, sizeof msg, "no answer within %.3g s from host %s%s", c->call_timeout,
            PQhost(c->pg) ? PQhost(c->pg) : "?",
-           s->q.readonly ? "" : "; the change may have been made");
+           readonly ? "" : "; the change may have been made");
   conn_error(L, c, "unavailable", NULL, "database timed out: ", msg);
   return NULL;
 }
@@ -544,7 +581,7 @@ static PGresult *run(lua_State *L, tdb_Conn *c, const char *owner, Stmt *s,
     r = run_once(c, c->tx ? NULL : owner, s, vals, deadline, &err);
     if (s->cache) note_adhoc(L, c, s);
     if (r) return r;
-    if (c->timed_out) return timed_out(L, c, s);    /* never retried: it may have run */
+    if (c->timed_out) return timed_out(L, c, s->q.readonly);   /* never retried: it may have run */
     if (c->tx) {
       if (is_conflict(err)) c->tx_conflict = 1;
     } else if (attempt == 0 && !alive(c) && s->q.readonly && !s->simple) {
@@ -579,78 +616,44 @@ PGresult *tdb_exec(lua_State *L, tdb_Conn *c, const char *sql) {
 int tdb_run_batch(lua_State *L, tdb_Conn *c, const char *const *head, int nhead,
                   int n, const int *ids, const char *const *const *vals,
                   const char *tail, PGresult **res) {
-  /* what[k] for the k-th queued command: a statement index (>= 0), -1 for
-   * head or tail, -2 - id for the prepare of statement id. */
-  int *what, nwhat = 0, i, k = 0, nulls = 0, failed = -1, sent = 0;
+  double deadline = c->call_timeout > 0 ? tdb_now() + c->call_timeout : 0;
+  int i, failed = -1, sent = 0, max = nhead + 2 * n + 1;
   PGresult *err = NULL;
+  Pipe p;
   for (i = 0; i < n; i++) res[i] = NULL;
   if (c->tx ? !alive(c) : !ensure(L, c)) {
     if (c->tx) push_result_error(L, c, NULL);
     return n;
   }
-  what = malloc(sizeof *what * (size_t)(nhead + n + 1 + TDB_NSQL));
-  if (!what) return luaL_error(L, "out of memory");
-  if (!PQenterPipelineMode(c->pg)) goto done;
-  for (i = 0; i < nhead; i++) {
-    if (!PQsendQueryParams(c->pg, head[i], 0, NULL, NULL, NULL, NULL, 0)) goto sync;
-    what[nwhat++] = -1;
+  p.n = 0;
+  p.prepare = malloc(sizeof *p.prepare * (size_t)max);
+  p.stmt = malloc(sizeof *p.stmt * (size_t)max);
+  if (!p.prepare || !p.stmt) {
+    free(p.prepare);
+    free(p.stmt);
+    return luaL_error(L, "out of memory");
   }
-  for (i = 0; c->prepare && i < n; i++)  /* each statement prepared once */
-    if (!c->prepared[ids[i]]) {
-      if (!PQsendPrepare(c->pg, tdb_sql[ids[i]].name, tdb_sql[ids[i]].text,
-                         tdb_sql[ids[i]].nparams, NULL)) goto sync;
-      c->prepared[ids[i]] = 2;          /* queued: its result decides */
-      what[nwhat++] = -2 - ids[i];
-    }
-  for (i = 0; i < n; i++) {
-    const tdb_Sql *q = &tdb_sql[ids[i]];
-    if (!(c->prepare
-          ? PQsendQueryPrepared(c->pg, q->name, q->nparams, vals[i], NULL, NULL, TDB_BINARY)
-          : PQsendQueryParams(c->pg, q->text, q->nparams, NULL, vals[i], NULL, NULL, TDB_BINARY)))
-      goto sync;
-    what[nwhat++] = i;
+  c->timed_out = 0;
+  if (PQenterPipelineMode(c->pg)) {
+    sent = 1;
+    for (i = 0; sent && i < nhead; i++) sent = send_text(c, head[i], &p);
+    for (i = 0; sent && i < n; i++) sent = send_named(c, ids[i], vals[i], &p, i);
+    if (sent && tail) sent = send_text(c, tail, &p);
+    /* As in run_once: always sync and drain, so pipeline mode ends idle. */
+    if (!PQpipelineSync(c->pg)) p.n = sent = 0;
+    if (drain(c, &p, 1, deadline, res, n, &err, &failed)) end_pipeline(c, 0);
   }
-  if (tail) {
-    if (!PQsendQueryParams(c->pg, tail, 0, NULL, NULL, NULL, NULL, 0)) goto sync;
-    what[nwhat++] = -1;
-  }
-  sent = 1;
-sync:
-  /* As in run_once: always sync and drain, so pipeline mode ends idle. */
-  if (!PQpipelineSync(c->pg)) nwhat = sent = 0;
-  for (;;) {
-    PGresult *r = PQgetResult(c->pg);
-    int w = k < nwhat ? what[k] : -1;
-    if (!r) {
-      if (++nulls > 1) break;
-      k++;
-      continue;
-    }
-    nulls = 0;
-    if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) { PQclear(r); break; }
-    if (w <= -2) c->prepared[-w - 2] = !result_failed(r) || has_state(r, "42P05");
-    if (result_failed(r)) {
-      if (!err && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) {
-        err = r;
-        failed = w >= 0 ? w : n;
-        continue;
-      }
-    } else if (w >= 0 && !res[w]) {
-      res[w] = r;
-      continue;
-    }
-    PQclear(r);
-  }
-  if (!PQexitPipelineMode(c->pg)) c->broken = 1;
-done:
-  free(what);
-  for (i = 0; i < TDB_NSQL; i++)        /* prepares never answered */
-    if (c->prepared[i] == 2) c->prepared[i] = 0;
+  free(p.prepare);
+  free(p.stmt);
+  if (failed < 0 && err) failed = n;    /* head, tail or a prepare */
   for (i = 0; i < n && failed < 0; i++) if (!res[i]) failed = n;
   if (!sent || !alive(c)) failed = failed < 0 ? n : failed;
   if (failed < 0) return -1;
-  if (c->tx && is_conflict(err)) c->tx_conflict = 1;
-  push_result_error(L, c, err);
+  if (c->timed_out) timed_out(L, c, 0);      /* it ends in COMMIT: a write */
+  else {
+    if (c->tx && is_conflict(err)) c->tx_conflict = 1;
+    push_result_error(L, c, err);
+  }
   PQclear(err);
   for (i = 0; i < n; i++) { PQclear(res[i]); res[i] = NULL; }
   return failed;

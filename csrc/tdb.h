@@ -152,7 +152,8 @@ PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
  * pushed. Never retried; inside a transaction a lost connection is an error,
  * never a silent reconnect. */
 PGresult *tdb_exec(lua_State *L, tdb_Conn *c, const char *sql);
-/* One pipeline, one round trip: the parameterless statements head[0..nhead),
+/* One pipeline, one round trip, within the per-call deadline and never
+ * retried: the parameterless statements head[0..nhead),
  * statements ids[i] with vals[i] (i < n), tail (or NULL), then sync. res[i]
  * gets statement i's result (the caller clears each). Returns -1 when all
  * ran; else pushes nil, err and returns the index of the first statement

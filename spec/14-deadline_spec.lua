@@ -30,8 +30,10 @@ describe("the per-call deadline", function()
     local db = assert(tododb.connect(url, S.opts(opts)))
     return db, freeze(db)
   end
+  -- Ends a frozen server process. SIGTERM first, while it is stopped, so it
+  -- dies on waking, before it reads what was sent meanwhile.
   local function thaw(pid)
-    S.run(("kill -CONT %d; kill -TERM %d"):format(pid, pid))
+    S.run(("kill -TERM %d; kill -CONT %d"):format(pid, pid))
   end
 
   it("raises for a timeout that is not a positive number or false", function()
@@ -103,6 +105,25 @@ describe("the per-call deadline", function()
     system.sleep(0.2)
     assert.equal(0, db:query("SELECT count(*) AS n FROM users WHERE email = $1", "late2@example.com")[1].n)
     assert.is_nil(db:query "SELECT to_regclass('late_exec') AS t"[1].t)
+    db:close()
+  end)
+
+  it("bounds s:batch as well, which is a write", function()
+    if why then return pending(why) end
+    local db = assert(tododb.connect(url, S.opts { timeout = 1, allow_rls_bypass = true }))
+    local s = db:session(assert(db:create_user { email = "batch@example.com", password = "correct horse 1" }))
+    assert.equal(0, assert(s:count_todos()))
+    local pid = freeze(db)
+    local t0 = system.monotime()
+    local res, err = s:batch { { op = "create", title = "late" } }
+    local elapsed = system.monotime() - t0
+    thaw(pid)
+    assert.is_nil(res)
+    assert.equal("unavailable", err.code)
+    assert.matches("the change may have been made", err.message, 1, true)
+    assert.is_true(elapsed >= 0.9 and elapsed < 5, "returned after " .. elapsed .. " s")
+    system.sleep(0.2)
+    assert.equal(0, assert(s:count_todos()))               -- on a new connection
     db:close()
   end)
 end)
