@@ -616,7 +616,7 @@ PGresult *tdb_exec(lua_State *L, tdb_Conn *c, const char *sql) {
 int tdb_run_batch(lua_State *L, tdb_Conn *c, const char *const *head, int nhead,
                   int n, const int *ids, const char *const *const *vals,
                   const char *tail, PGresult **res) {
-  double deadline = c->call_timeout > 0 ? tdb_now() + c->call_timeout : 0;
+  double deadline;
   int i, failed = -1, sent = 0, max = nhead + 2 * n + 1;
   PGresult *err = NULL;
   Pipe p;
@@ -625,6 +625,7 @@ int tdb_run_batch(lua_State *L, tdb_Conn *c, const char *const *head, int nhead,
     if (c->tx) push_result_error(L, c, NULL);
     return n;
   }
+  deadline = c->call_timeout > 0 ? tdb_now() + c->call_timeout : 0;   /* as in run() */
   p.n = 0;
   p.prepare = malloc(sizeof *p.prepare * (size_t)max);
   p.stmt = malloc(sizeof *p.stmt * (size_t)max);
