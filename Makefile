@@ -29,7 +29,7 @@ CPATH   := $(TOP)/$(BUILD)/?.so
 
 DEB_PKGS := lua5.4 liblua5.4-dev luajit2 libluajit2-5.1-dev libpq-dev libsodium-dev \
             postgresql postgresql-contrib lua-busted lua-cjson pkg-config gcc make \
-            valgrind nginx libnginx-mod-http-lua curl nodejs lua-check cppcheck pgbouncer
+            valgrind nginx libnginx-mod-http-lua curl ca-certificates nodejs lua-check cppcheck pgbouncer
 # make bench: HTTP load (wrk), the Lua benchmarks' clock, the SQLModel baseline.
 BENCH_PKGS := wrk lua-system python3-sqlmodel python3-psycopg2 python3-argon2
 DEB_PKGS += $(BENCH_PKGS)

@@ -377,6 +377,17 @@ for _, mode in ipairs { "thread", "worker" } do
         assert_error(req("GET", "/api/todos", { token = tampered }), 401, "unauthorized")
       end)
 
+      it("takes a token of up to token.max_size in the Authorization header", function()
+        -- Better Auth puts the user row in its tokens; nginx's default header
+        -- buffers (8 KiB) would refuse such a token before the handler sees it.
+        local pad = string.rep("a", math.floor(tododb.token.max_size * 3 / 4) - 400)
+        local big = tododb.token.sign({ sub = id_text(alice.id), pad = pad }, SECRET, { expires_in = 60 })
+        assert.is_true(#big > 12 * 1024 and #big <= tododb.token.max_size, #big)
+        local r = req("GET", "/api/todos", { token = big })
+        assert.equal(200, r.status, r.body)
+        assert.is_table(r.json.items)
+      end)
+
       it("answers 401 for an expired token", function()
         local expired = tododb.token.sign({ sub = id_text(alice.id), exp = os.time() - 60 }, SECRET)
         assert_error(req("GET", "/api/todos", { token = expired }), 401, "unauthorized")
@@ -661,17 +672,21 @@ for _, mode in ipairs { "thread", "worker" } do
           server.appname))
         assert.is_true(#killed >= 1)
         admin:close()
-        local statuses = {}
-        for i = 1, 8 do
+        -- Each dropped connection answers one write with 503 (a write is never
+        -- retried) and is re-established; which pool VM takes a request is
+        -- not ours to choose, so count rather than expect an order.
+        local statuses, failed = {}, 0
+        for i = 1, 8 + #killed do
           local r = req("POST", "/api/todos", { token = alice.token, json = { title = "after " .. i } })
           statuses[#statuses + 1] = r.status
           if r.status ~= 201 then
+            failed = failed + 1
             assert_error(r, 503, "unavailable")
             assert_no_internals(r)
             assert.matches("%[warn%].*unavailable", log_of(server, r))
           end
         end
-        for i = #statuses - 2, #statuses do assert.equal(201, statuses[i], table.concat(statuses, " ")) end
+        assert.is_true(failed <= #killed, table.concat(statuses, " "))
         assert.equal(200, req("GET", "/api/todos", { token = alice.token }).status)
       end)
     end)

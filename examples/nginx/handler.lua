@@ -138,8 +138,8 @@ end
 -- preflights are answered here. Tokens travel in Authorization, never in
 -- cookies, so no Access-Control-Allow-Credentials.
 local function cors_origin()
-  local origin, list = ngx.var.http_origin, os.getenv "TODODB_CORS_ORIGINS"
-  if not origin or not list or list == "" then return nil end
+  local origin, list = ngx.var.http_origin, tnginx.getenv "TODODB_CORS_ORIGINS"
+  if not origin or not list then return nil end
   for o in list:gmatch "[^,%s]+" do
     if o == "*" or o == origin then return origin end
   end
