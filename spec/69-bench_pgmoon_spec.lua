@@ -9,7 +9,7 @@ local cjson = require "cjson"
 
 local SECRET = "bench-pgmoon-spec-secret-0123456789abcdef"
 
-local function sh(s) return "'" .. (tostring(s):gsub("'", [['\'']])) .. "'" end
+local sh = S.sh
 
 local pgmoon_dir = S.capture("bench/http pgmoon-dir 2>&1"):gsub("%s+$", "")
 local why
