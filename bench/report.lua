@@ -541,7 +541,7 @@ if ran.http and next(H) then
     local b
     for _, s in ipairs { "pgmoon1", "pgmoon4", "pgmoon16" } do
       local x = H[s] and H[s][c] and H[s][c][op]
-      if x and (not b or x.rps > b.rps) then b = x end
+      if x and x.non2xx + x.errors == 0 and (not b or x.rps > b.rps) then b = x end   -- failed runs never count
     end
     return b
   end
