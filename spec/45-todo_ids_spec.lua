@@ -10,12 +10,10 @@ local function ids(page)
 end
 
 describe("todo ids", function()
-  local db, sa, sb, alice, bob
+  local db, sa, sb, alice, _
   before_each(function()
     db = S.fresh()
-    alice = assert(db:create_user { email = "alice@example.com", password = "alice password" })
-    bob = assert(db:create_user { email = "bob@example.com", password = "bob password" })
-    sa, sb = db:session(alice), db:session(bob)
+    alice, _, sa, sb = S.alice_and_bob(db)
   end)
   after_each(function() db:close() end)
 

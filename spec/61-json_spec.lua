@@ -70,9 +70,7 @@ describe("JSON from the result", function()
   local db, alice, bob, sa, sb
   before_each(function()
     db = S.fresh()
-    alice = assert(db:create_user { email = "alice@example.com", password = "alice password" })
-    bob = assert(db:create_user { email = "bob@example.com", password = "bob password" })
-    sa, sb = db:session(alice), db:session(bob)
+    alice, bob, sa, sb = S.alice_and_bob(db)
   end)
   after_each(function() db:close() end)
 

@@ -45,6 +45,14 @@ function S.fresh(extra)
   return S.connect(extra)
 end
 
+-- Two users on db, alice and bob, and a session of each:
+-- alice, bob, alice's session, bob's session.
+function S.alice_and_bob(db)
+  local alice = assert(db:create_user { email = "alice@example.com", password = "alice password" })
+  local bob = assert(db:create_user { email = "bob@example.com", password = "bob password" })
+  return alice, bob, db:session(alice), db:session(bob)
+end
+
 -- Inside a transaction the spec opened: the row-level security setting for
 -- user uid as tododb sends it on Citus (SET LOCAL reaches the workers,
 -- set_config() would not), right on plain PostgreSQL too.

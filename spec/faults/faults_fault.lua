@@ -112,8 +112,10 @@ local function start_load(n, url, uid, body)
   return load
 end
 
--- Writes todos titled w<K>-<i>: "ACK <title>" or "ERR <code> <title>".
-local WRITER = [[
+-- Writes todos titled w<K>-<i>: "ACK <title>" or "ERR <code> <title>";
+-- `after` (Lua source, optional) runs after each write.
+local function writer(after)
+  return [[
 local tododb = require "tododb"
 local db = assert(tododb.connect(URL, { connect_timeout = 20, pwhash = "min" }))
 local s = db:session(UID)
@@ -123,8 +125,8 @@ while running() do
   local title = ("w%d-%d"):format(K, i)
   local t, err = s:create_todo { title = title }
   io.write(t and "ACK " or ("ERR " .. err.code .. " "), title, "\n")
+]] .. (after or "") .. "\nend\n"
 end
-]]
 
 -- Checks the workers' outputs against the server: every line is ACK or ERR
 -- unavailable, every acknowledged title is there exactly once, every failed
@@ -173,7 +175,7 @@ describe("faults", function()
       if load then load.cleanup() end
       pg:destroy()
     end)
-    load = start_load(2, pg:url("app", "app"), new_user(pg, "load@example.com").id, WRITER)
+    load = start_load(2, pg:url("app", "app"), new_user(pg, "load@example.com").id, writer())
     assert.is_true(load.each(50, "^ACK "), "the workers did not get going")
     local before = load.marks()
     assert(pg:kill9())
@@ -216,23 +218,13 @@ describe("faults", function()
       assert.is_true(db:query("SELECT count(*) AS n FROM todos WHERE title = 'during'")[1].n <= 1)
       assert(s:create_todo { title = "after" })
       -- A restart under two processes of reads (three per write) and writes.
-      load = start_load(2, pg:url("app", "app"), u.id, ([[
-        local tododb = require "tododb"
-        local db = assert(tododb.connect(URL, { connect_timeout = 20, pwhash = "min" }))
-        local s = db:session(UID)
-        local i = 0
-        while running() do
-          i = i + 1
-          local title = ("w%%d-%%d"):format(K, i)
-          local t, err = s:create_todo { title = title }
-          io.write(t and "ACK " or ("ERR " .. err.code .. " "), title, "\n")
+      load = start_load(2, pg:url("app", "app"), u.id, writer(([[
           for _ = 1, 3 do
             local got, rerr = s:get_todo(%d)
             io.write(got and got.title == "before" and "READ ok\n"
                      or ("READ failed: " .. tostring(rerr or got.title) .. "\n"))
           end
-        end
-      ]]):format(t.id))
+      ]]):format(t.id)))
       assert.is_true(load.each(20, "^ACK ") and load.each(60, "^READ "), "the workers did not get going")
       local marks = load.marks()
       assert(pg:restart(mode))
