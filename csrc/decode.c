@@ -62,15 +62,42 @@ static int digits(const char *s, int n, long *out) {
   return 1;
 }
 
-static void put_digits(char *out, long v, int n) {
-  while (n-- > 0) { out[n] = (char)('0' + v % 10); v /= 10; }
+/* "00" to "99": two digits per table read, not one division per digit. */
+static const char pairs[201] =
+  "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+  "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+  "8081828384858687888990919293949596979899";
+
+static void put2(char *out, unsigned v) {
+  out[0] = pairs[2 * v];
+  out[1] = pairs[2 * v + 1];
+}
+
+/* Writes "YYYY-MM-DDTHH:MM:SS.ffffffZ" and its NUL (TDB_TIME_BUF bytes) for
+ * day `days` after 1970-01-01, `secs` (0..86399) into it and `us`
+ * (0..999999): the one ISO-8601 writer, for binary and text results alike.
+ * 0 (nothing written) when the year is outside 0000-9999. */
+static int put_iso(char *out, long days, unsigned secs, unsigned us) {
+  long y;
+  unsigned m, d;
+  civil_from_days(days, &y, &m, &d);
+  if (y < 0 || y > 9999) return 0;
+  put2(out, (unsigned)y / 100); put2(out + 2, (unsigned)y % 100); out[4] = '-';
+  put2(out + 5, m); out[7] = '-';
+  put2(out + 8, d); out[10] = 'T';
+  put2(out + 11, secs / 3600); out[13] = ':';
+  put2(out + 14, secs / 60 % 60); out[16] = ':';
+  put2(out + 17, secs % 60); out[19] = '.';
+  put2(out + 20, us / 10000); put2(out + 22, us / 100 % 100); put2(out + 24, us % 100);
+  out[26] = 'Z';
+  out[27] = '\0';
+  return 1;
 }
 
 /* Normalises a timestamptz in ISO DateStyle to "YYYY-MM-DDTHH:MM:SS.ffffffZ";
  * out needs TDB_TIME_BUF bytes. Returns 0 when s is not in that form. */
 static int iso_utc(const char *s, char *out) {
   long Y, M, D, h, mi, sec, us = 0, oh = 0, om = 0, os = 0, days, t;
-  unsigned m2, d2;
   int sign;
   const char *p = s + 19;
   if (strlen(s) < 22 || s[4] != '-' || s[7] != '-' || s[10] != ' ' || s[13] != ':'
@@ -95,18 +122,7 @@ static int iso_utc(const char *s, char *out) {
   t = h * 3600 + mi * 60 + sec - sign * (oh * 3600 + om * 60 + os);
   days += t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
   t -= (t >= 0 ? t / 86400 : -((-t + 86399) / 86400)) * 86400;
-  civil_from_days(days, &Y, &m2, &d2);
-  if (Y < 0 || Y > 9999) return 0;
-  put_digits(out, Y, 4); out[4] = '-';
-  put_digits(out + 5, (long)m2, 2); out[7] = '-';
-  put_digits(out + 8, (long)d2, 2); out[10] = 'T';
-  put_digits(out + 11, t / 3600, 2); out[13] = ':';
-  put_digits(out + 14, (t / 60) % 60, 2); out[16] = ':';
-  put_digits(out + 17, t % 60, 2); out[19] = '.';
-  put_digits(out + 20, us, 6);
-  out[26] = 'Z';
-  out[27] = '\0';
-  return 1;
+  return put_iso(out, days, (unsigned)t, (unsigned)us);
 }
 
 /* ---- one value ----------------------------------------------------------- */
@@ -119,10 +135,22 @@ static long long be_int(const char *p, int n) {
   return (long long)v;
 }
 
+/* The same for 8 bytes (int8, timestamptz), written out: one load and a
+ * byte swap. */
+static long long be8(const char *p) {
+  const unsigned char *u = (const unsigned char *)p;
+  return (long long)((unsigned long long)u[0] << 56 | (unsigned long long)u[1] << 48
+                     | (unsigned long long)u[2] << 40 | (unsigned long long)u[3] << 32
+                     | (unsigned long long)u[4] << 24 | (unsigned long long)u[5] << 16
+                     | (unsigned long long)u[6] << 8 | (unsigned long long)u[7]);
+}
+
 long long tdb_get_int8(const PGresult *r, int row, int col) {
   const char *v = PQgetvalue(r, row, col);
+  int n;
   if (PQfformat(r, col) == 0) return tdb_parse_int8(v);
-  return be_int(v, PQgetlength(r, row, col));
+  n = PQgetlength(r, row, col);
+  return n == 8 ? be8(v) : be_int(v, n);
 }
 
 int tdb_get_bool(const PGresult *r, int row, int col) {
@@ -132,29 +160,22 @@ int tdb_get_bool(const PGresult *r, int row, int col) {
 
 /* Microseconds since 2000-01-01 00:00:00 UTC (binary timestamptz) as
  * "YYYY-MM-DDTHH:MM:SS.ffffffZ", as to_char(… AT TIME ZONE 'UTC',
- * 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') wrote it. */
+ * 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') wrote it; outside years 0000-9999
+ * (PostgreSQL's ±infinity among them) "infinity" or "-infinity". */
 static void format_utc(long long us, char *out) {
   long long day_us = 86400000000LL, days = us / day_us, t = us % day_us;
-  long y;
-  unsigned m, d;
+  unsigned secs;
   if (t < 0) { t += day_us; days--; }
-  civil_from_days((long)days + 10957, &y, &m, &d);          /* 1970 -> 2000 */
-  if (y < 0 || y > 9999) { snprintf(out, TDB_TIME_BUF, "%s", us < 0 ? "-infinity" : "infinity"); return; }
-  put_digits(out, y, 4); out[4] = '-';
-  put_digits(out + 5, (long)m, 2); out[7] = '-';
-  put_digits(out + 8, (long)d, 2); out[10] = 'T';
-  put_digits(out + 11, (long)(t / 3600000000LL), 2); out[13] = ':';
-  put_digits(out + 14, (long)(t / 60000000LL % 60), 2); out[16] = ':';
-  put_digits(out + 17, (long)(t / 1000000 % 60), 2); out[19] = '.';
-  put_digits(out + 20, (long)(t % 1000000), 6);
-  out[26] = 'Z';
-  out[27] = '\0';
+  secs = (unsigned)(t / 1000000);
+  days += 10957;                                            /* 2000 -> 1970 */
+  if (!put_iso(out, (long)days, secs, (unsigned)(t - (long long)secs * 1000000)))
+    memcpy(out, us < 0 ? "-infinity" : "infinity", us < 0 ? 10 : 9);
 }
 
 void tdb_get_time(const PGresult *r, int row, int col, char *out) {
   const char *v = PQgetvalue(r, row, col);
   size_t n = (size_t)PQgetlength(r, row, col);
-  if (PQfformat(r, col) == 1) { format_utc(be_int(v, 8), out); return; }
+  if (PQfformat(r, col) == 1) { format_utc(be8(v), out); return; }
   if (PQftype(r, col) == OID_TIMESTAMPTZ && iso_utc(v, out)) return;
   if (n >= TDB_TIME_BUF) n = TDB_TIME_BUF - 1;       /* already text */
   memcpy(out, v, n);

@@ -592,6 +592,47 @@ describe("sessions over " .. mode.name, function()
         assert.equal(t.updated_at, assert(sa:list_todos().items[1]).updated_at)
       end)
     end
+
+    -- The edges of decode.c's formatter, on binary results (Todo, its JSON)
+    -- and on db:query's text (a zone with offsets in seconds before 1940).
+    it("are ISO-8601 UTC at the edges: microseconds, years before 1000, 1970 and 2000, leap days, infinity",
+       function()
+      local t = assert(sa:create_todo { title = "edges" })
+      assert(db:exec "SET DateStyle = 'ISO, MDY'; SET TimeZone = 'Europe/Amsterdam'")
+      for _, c in ipairs {
+        { "2026-01-13 09:30:00+00", "2026-01-13T09:30:00.000000Z" },
+        { "2026-01-13 09:30:00.999999+00", "2026-01-13T09:30:00.999999Z" },
+        { "2026-01-13 09:30:00.000001+00", "2026-01-13T09:30:00.000001Z" },
+        { "2026-07-01 01:30:00.5+05:30", "2026-06-30T20:00:00.500000Z" },
+        { "0001-01-01 00:00:00+00", "0001-01-01T00:00:00.000000Z" },
+        { "0099-03-01 12:00:00.000100+00", "0099-03-01T12:00:00.000100Z" },
+        { "0999-12-31 23:59:59.999999+00", "0999-12-31T23:59:59.999999Z" },
+        { "1900-02-28 23:59:59+00", "1900-02-28T23:59:59.000000Z" },
+        { "1900-03-01 00:00:00+00", "1900-03-01T00:00:00.000000Z" },
+        { "1969-12-31 23:59:59.999999+00", "1969-12-31T23:59:59.999999Z" },
+        { "1970-01-01 00:00:00+00", "1970-01-01T00:00:00.000000Z" },
+        { "1999-12-31 23:59:59.999999+00", "1999-12-31T23:59:59.999999Z" },
+        { "2000-01-01 00:00:00+00", "2000-01-01T00:00:00.000000Z" },
+        { "2000-02-29 23:59:59.999999+00", "2000-02-29T23:59:59.999999Z" },
+        { "2100-03-01 00:00:00+00", "2100-03-01T00:00:00.000000Z" },
+        { "9999-12-31 22:59:59.999999+00", "9999-12-31T22:59:59.999999Z" },
+        { "infinity", "infinity" },
+        { "-infinity", "-infinity" },
+      } do
+        assert(db:exec "BEGIN")                -- as alice: row-level security
+        S.set_user(db, alice.id)
+        assert(db:query("UPDATE todos SET created_at = $3::timestamptz, updated_at = $3::timestamptz"
+                        .. " WHERE user_id = $1 AND id = $2", alice.id, t.id, c[1]))
+        local rows = assert(db:query("SELECT created_at FROM todos WHERE user_id = $1 AND id = $2",
+                                     alice.id, t.id))
+        assert(db:exec "COMMIT")
+        local got = assert(sa:get_todo(t.id))
+        assert.equal(c[2], got.created_at, c[1])
+        assert.equal(c[2], got.updated_at, c[1])
+        assert.equal(c[2], rows[1].created_at, c[1])
+        assert.equal(c[2], assert(sa:get_todo_json(t.id)):match '"created_at":"([^"]*)"', c[1])
+      end
+    end)
   end)
 end)
 end
