@@ -292,15 +292,16 @@ typedef struct Stmt {
   char name[64];
 } Stmt;
 
-/* sql.c's statement id on c. */
-static Stmt named(const tdb_Conn *c, int id) {
-  Stmt s;
-  memset(&s, 0, sizeof s);
-  s.q = tdb_sql[id];
-  if (!c->prepare) s.q.name = NULL;
-  s.format = TDB_BINARY;
-  s.prepared = (unsigned char *)&c->prepared[id];
-  return s;
+/* sql.c's statement id on c, into *s. The ad-hoc name buffer is left as
+ * it is: only db:query's statements use it, and clearing it cost every call. */
+static void named(const tdb_Conn *c, int id, Stmt *s) {
+  s->q = tdb_sql[id];
+  if (!c->prepare) s->q.name = NULL;
+  s->simple = 0;
+  s->format = TDB_BINARY;
+  s->prepared = (unsigned char *)&c->prepared[id];
+  s->cache = s->cached = 0;
+  s->flag = 0;
 }
 
 /* Names db:query's statement for this attempt: the name its text was
@@ -412,7 +413,8 @@ static int send_stmt(tdb_Conn *c, const Stmt *s, const char *const *vals, Pipe *
 }
 
 static int send_named(tdb_Conn *c, int id, const char *const *vals, Pipe *p, int k) {
-  Stmt s = named(c, id);
+  Stmt s;
+  named(c, id, &s);
   return send_stmt(c, &s, vals, p, k);
 }
 
@@ -601,7 +603,8 @@ static PGresult *run(lua_State *L, tdb_Conn *c, const char *owner, Stmt *s,
 
 PGresult *tdb_run(lua_State *L, tdb_Conn *c, const char *owner, int id,
                   const char *const *vals) {
-  Stmt s = named(c, id);
+  Stmt s;
+  named(c, id, &s);
   return run(L, c, owner, &s, vals);
 }
 

@@ -73,6 +73,20 @@ static void put2(char *out, unsigned v) {
   out[1] = pairs[2 * v + 1];
 }
 
+size_t tdb_int8_text(char *buf, long long v) {
+  char tmp[20], *p = tmp + sizeof tmp;
+  unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+  size_t n;
+  for (; u >= 100; u /= 100) { p -= 2; put2(p, (unsigned)(u % 100)); }
+  if (u >= 10) { p -= 2; put2(p, (unsigned)u); }
+  else *--p = (char)('0' + u);
+  if (v < 0) *--p = '-';
+  n = (size_t)(tmp + sizeof tmp - p);
+  memcpy(buf, p, n);
+  buf[n] = '\0';
+  return n;
+}
+
 /* Writes "YYYY-MM-DDTHH:MM:SS.ffffffZ" and its NUL (TDB_TIME_BUF bytes) for
  * day `days` after 1970-01-01, `secs` (0..86399) into it and `us`
  * (0..999999): the one ISO-8601 writer, for binary and text results alike.

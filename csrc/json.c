@@ -136,10 +136,10 @@ int tdb_json_str(tdb_Buf *b, const char *s, size_t n) {
 }
 
 void tdb_json_int64(tdb_Buf *b, long long v) {
-  char buf[24];
-  int n = snprintf(buf, sizeof buf, "%lld", v);
+  char buf[TDB_INT8_BUF];
+  size_t n = tdb_int8_text(buf, v);
   value_start(b);
-  tdb_buf_add(b, buf, (size_t)n);
+  tdb_buf_add(b, buf, n);
 }
 
 int tdb_json_double(tdb_Buf *b, double d) {

@@ -95,7 +95,7 @@ static int not_found(lua_State *L) {
 static int read_id(lua_State *L, int idx, char *buf) {
   long long id;
   if (tdb_check_id(L, idx, "todo", &id)) return 2;
-  snprintf(buf, 24, "%lld", id);
+  (void)tdb_int8_text(buf, id);
   return 0;
 }
 
@@ -203,7 +203,7 @@ static int session_new(lua_State *L) {
   s->conn = c;
   s->user_id = id;
   s->tx = 0;
-  snprintf(s->owner, sizeof s->owner, "%lld", id);
+  (void)tdb_int8_text(s->owner, id);
   luaL_setmetatable(L, TDB_SESSION_MT);
   lua_createtable(L, 1, 0);
   lua_pushvalue(L, 1);
@@ -423,8 +423,8 @@ static int session_list(lua_State *L) {
     luaL_addchar(&b, '%');
     luaL_pushresult(&b);
   } else lua_pushnil(L);
-  snprintf(bound, sizeof bound, "%lld", last);
-  snprintf(lim, sizeof lim, "%lld", limit + 1);
+  (void)tdb_int8_text(bound, last);
+  (void)tdb_int8_text(lim, limit + 1);
   vals[0] = s->owner;
   vals[1] = bound;
   vals[2] = lua_tostring(L, -1);
@@ -868,10 +868,21 @@ static int session_batch(lua_State *L) {
   return 1;
 }
 
-/* s.user_id, s:method(...) */
+/* s.user_id, s:method(...). Upvalues: the method table, "user_id". Every
+ * method call passes here, so a method is one raw lookup of the key as it
+ * came (the methods check their session themselves); anything else takes
+ * the checked way. */
 static int session_index(lua_State *L) {
-  tdb_Session *s = luaL_checkudata(L, 1, TDB_SESSION_MT);
-  const char *k = luaL_checkstring(L, 2);
+  tdb_Session *s;
+  const char *k;
+  if (!lua_rawequal(L, 2, lua_upvalueindex(2))) {
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    if (!lua_isnil(L, -1)) return 1;
+    lua_pop(L, 1);
+  }
+  s = luaL_checkudata(L, 1, TDB_SESSION_MT);
+  k = luaL_checkstring(L, 2);
   if (!strcmp(k, "user_id")) { tdb_push_int64(L, s->user_id); return 1; }
   lua_getfield(L, lua_upvalueindex(1), k);
   return 1;
@@ -924,7 +935,8 @@ void tdb_session_open(lua_State *L) {
   luaL_setfuncs(L, session_json_methods, 1);
   lua_pushvalue(L, -1);
   lua_setfield(L, -4, "Session");
-  lua_pushcclosure(L, session_index, 1);
+  lua_pushliteral(L, "user_id");
+  lua_pushcclosure(L, session_index, 2);
   lua_setfield(L, -2, "__index");
   lua_pushcfunction(L, session_tostring);
   lua_setfield(L, -2, "__tostring");

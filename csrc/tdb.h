@@ -288,6 +288,10 @@ void tdb_token_open(lua_State *L);
 #define TDB_TIME_BUF 32         /* "YYYY-MM-DDTHH:MM:SS.ffffffZ" and its NUL */
 /* PostgreSQL's int8 text (also PQcmdTuples): an optional '-', digits. */
 long long tdb_parse_int8(const char *s);
+/* Writes v in decimal, as "%lld" would, and a NUL into buf (TDB_INT8_BUF
+ * bytes); returns the length. */
+#define TDB_INT8_BUF 21
+size_t tdb_int8_text(char *buf, long long v);
 /* Field (row, col) of an int2/int4/int8, bool or timestamptz column; a
  * timestamp as ISO-8601 UTC with microseconds into out[TDB_TIME_BUF]. */
 long long tdb_get_int8(const PGresult *r, int row, int col);

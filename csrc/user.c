@@ -84,7 +84,7 @@ static int check_email(lua_State *L, int arg, int idx, char *buf) {
 static int read_id(lua_State *L, int idx, char *buf) {
   long long id;
   if (tdb_check_user_id(L, idx, &id)) return 2;
-  snprintf(buf, 24, "%lld", id);
+  (void)tdb_int8_text(buf, id);
   return 0;
 }
 
