@@ -28,6 +28,8 @@
 --   TODODB_TOKEN_SECRET  HS256 key for bearer tokens, at least 32 bytes
 --   TODODB_PWHASH        argon2id cost: interactive (default), moderate, min
 --   TODODB_NGINX_MODE    "thread" (default) or "worker"
+--   TODODB_NGINX_CALLS   thread mode: database calls at a time per worker
+--                        (configure{ calls = } wins; default M.calls)
 --   TODODB_SIGNUP_UNIFORM  "1": the example API answers every sign-up alike
 --   TODODB_JWKS_URL, TODODB_JWKS_FILE, TODODB_TOKEN_ISSUER, ...: tokens of an
 --                        external auth service (examples/nginx/jwks.lua)
@@ -74,6 +76,8 @@ function M.signup_uniform()
   return v == "1" or v == "true" or v == "on"
 end
 
+local configured = {}          -- options set by configure()
+
 -- Sets pool, vms, calls, wait, token_ttl (call from init_by_lua* or
 -- init_worker_by_lua*, before the first call).
 function M.configure(opts)
@@ -85,8 +89,20 @@ function M.configure(opts)
       error("tododb.nginx.configure: " .. k .. " must be a positive integer", 2)
     end
     M[k] = v
+    configured[k] = true
   end
   return M
+end
+
+-- tododb.nginx.db_calls() -> n | nil, why: database calls at a time per
+-- worker in thread mode: configure{ calls = }, else TODODB_NGINX_CALLS, else
+-- the default.
+function M.db_calls()
+  local v = getenv "TODODB_NGINX_CALLS"
+  if configured.calls or not v then return M.calls end
+  local n = v:match "^%d+$" and tonumber(v)
+  if not n or n < 1 then return nil, "TODODB_NGINX_CALLS must be a positive integer, got '" .. v .. "'" end
+  return n
 end
 
 -- The connection of this Lua VM --------------------------------------------
@@ -288,7 +304,9 @@ local semaphores               -- { db =, hash = }, made on first use
 local function semaphore_of(op)
   if not semaphores then
     local new = require("ngx.semaphore").new
-    local calls = math.min(M.calls, M.vms)
+    local calls, why = M.db_calls()
+    if not calls then return nil, why end
+    calls = math.min(calls, M.vms)
     semaphores = { db = assert(new(calls)) }
     semaphores.hash = M.vms > calls and assert(new(M.vms - calls)) or semaphores.db
   end
@@ -300,7 +318,8 @@ end
 function M.run(op, args, mode)
   mode = mode or M.mode()
   if mode == "worker" then return M.dispatch(op, args) end
-  local semaphore = semaphore_of(op)
+  local semaphore, why = semaphore_of(op)
+  if not semaphore then return M.failure(why) end
   local free, err = semaphore:wait(M.wait)
   if not free then
     return M.failure({ code = "unavailable", message = "no free thread VM: " .. tostring(err) })
