@@ -275,6 +275,20 @@ describe("tododb.nginx.configure", function()
                      "tododb.nginx.configure: unknown option 'threads'")
     assert.equal(2, tnginx.calls)
   end)
+
+  it("takes thread mode's calls from TODODB_NGINX_CALLS unless configure set them", function()
+    local function calls(value, configure)
+      local probe = [[-e 'local t = require("tododb.nginx") ]] .. (configure or "")
+        .. [[ local n, why = t.db_calls() io.write(tostring(n), " ", tostring(why))']]
+      return capture("env TODODB_NGINX_CALLS=" .. sh(value) .. " " .. support.interp .. " " .. probe)
+    end
+    assert.equal(tnginx.calls .. " nil", calls "")
+    assert.equal("3 nil", calls "3")
+    assert.equal("2 nil", calls("3", "t.configure { calls = 2 }"))
+    for _, bad in ipairs { "0", "-1", "two", "1.5" } do
+      assert.equal("nil TODODB_NGINX_CALLS must be a positive integer, got '" .. bad .. "'", calls(bad))
+    end
+  end)
 end)
 
 -- The API, in each mode -------------------------------------------------------
