@@ -553,8 +553,10 @@ local function hbest_mid(c, op)     -- the pgmoon setting whose median round is 
   end
   return b, bs
 end
-local SERVERS = { "thread", "worker", "pgmoon1", "pgmoon4", "pgmoon16" }
-local SNAME = { thread = "tododb, thread mode", worker = "tododb, worker mode",
+local SERVERS = { "thread", "thread2", "worker", "pgmoon1", "pgmoon4", "pgmoon16" }
+local TODODB = { "thread", "thread2", "worker" }
+local SNAME = { thread = "tododb, thread mode", thread2 = "tododb, thread mode, 2 calls/worker",
+  worker = "tododb, worker mode",
   pgmoon1 = "pgmoon, pool 1/worker", pgmoon4 = "pgmoon, pool 4/worker", pgmoon16 = "pgmoon, pool 16/worker" }
 local ONAME = { list = "list, page of 50", get = "get by id", create = "create" }
 local HTARGET = { list = 1.5, get = 1.3, create = 1.2 }
@@ -570,7 +572,8 @@ if ran.http and next(HR) then
       or "in one round")
   p("thread pool, %s Lua VMs per worker of which %s run%s database calls at a time: tododb.nginx's",
     meta.http_vms or "4", meta.http_calls or "?", meta.http_calls == "1" and "s" or "")
-  p "defaults) and worker mode (1 connection per worker), and against `bench/pgmoon/api.lua` in the"
+  p "defaults), the same with 2 database calls at a time per worker (`TODODB_NGINX_CALLS=2`), worker"
+  p "mode (1 connection per worker), and against `bench/pgmoon/api.lua` in the"
   p "same nginx build with the same workers: pgmoon on cosockets with a keepalive pool of 1 (as"
   p "many connections in use as tododb in worker mode), 4 and 16 connections per worker, one"
   p "simple-query round trip per request carrying `set_config('tododb.user_id', …, true)` and the"
@@ -591,7 +594,7 @@ if ran.http and next(HR) then
         local x = hmid(s, c, op)
         if x then
           local bad = not x.ok and (" (%d non-2xx, %d socket errors)"):format(x.non2xx, x.errors) or ""
-          local mine = s == "thread" or s == "worker"
+          local mine = s == "thread" or s == "thread2" or s == "worker"
           local eq = mine and HR.pgmoon1 and (function()
             local t = {}
             for _, y in ipairs(hruns(s, c, op)) do
@@ -633,7 +636,7 @@ if ran.http and next(HR) then
     p "|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|"
     for _, op in ipairs { "list", "get", "create" } do
       for _, c in ipairs { 16, 64 } do
-        for _, s in ipairs { "thread", "worker", "pgmoon16" } do
+        for _, s in ipairs { "thread", "thread2", "worker", "pgmoon16" } do
           local x = hmid(s, c, op)
           if x and x.busy then
             p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s %% | %s |", ONAME[op], c, SNAME[s], num(x.rps),
@@ -653,7 +656,7 @@ if ran.http and next(HR) then
     for _, op in ipairs { "list", "get", "create" } do
       for _, c in ipairs { 16, 64 } do
         local b = hbest_mid(c, op)
-        for _, s in ipairs { "thread", "worker" } do
+        for _, s in ipairs(TODODB) do
           local x = hmid(s, c, op)
           local r = hratio(s, c, op, function(y, e) return y.rps / e.rps end)
           verdict(("%s, %d connections, %s ≥ %.1f× pgmoon's best requests/s"):format(ONAME[op], c,
@@ -662,11 +665,13 @@ if ran.http and next(HR) then
             r and ("%.2f× (median round %s vs %s requests/s)"):format(r, num(x.rps), num(b and b.rps)) or "–",
             r and ("by %.0f%%"):format((1 - r / HTARGET[op]) * 100))
         end
-        local x = hmid("thread", c, op)
-        local r = hratio("thread", c, op, function(y, e) return y.p99 / e.p99 end)
-        verdict(("%s, %d connections, thread mode p99 ≤ 1.5× the best pgmoon's"):format(ONAME[op], c),
-          r and r <= 1.5, r and ("%.2f× (median round %s vs %s ms)"):format(r, ms(x.p99), ms(b and b.p99)) or "–",
-          r and ("by %.0f%%"):format((r / 1.5 - 1) * 100))
+        for _, s in ipairs { "thread", "thread2" } do
+          local x = hmid(s, c, op)
+          local r = hratio(s, c, op, function(y, e) return y.p99 / e.p99 end)
+          verdict(("%s, %d connections, %s p99 ≤ 1.5× the best pgmoon's"):format(ONAME[op], c, SNAME[s]),
+            r and r <= 1.5, r and ("%.2f× (median round %s vs %s ms)"):format(r, ms(x.p99), ms(b and b.p99)) or "–",
+            r and ("by %.0f%%"):format((r / 1.5 - 1) * 100))
+        end
       end
     end
     p ""
@@ -676,7 +681,7 @@ if ran.http and next(HR) then
     for _, op in ipairs { "list", "get", "create" } do
       for _, c in ipairs { 16, 64 } do
         local b, bs = hbest_mid(c, op)
-        for _, s in ipairs { "thread", "worker" } do
+        for _, s in ipairs(TODODB) do
           local x = hmid(s, c, op)
           local r = hratio(s, c, op, function(y, e) return y.rps / e.rps end)
           if r and r < HTARGET[op] and x.busy and b and b.busy then
@@ -694,7 +699,7 @@ if ran.http and next(HR) then
               num(b.pg), num(b.wrk), num(b.busy / HTARGET[op]),
               other > 0.1 * x.busy and (" Processes outside the benchmark took %s µs per request of"
                 .. " it."):format(num(other)) or "",
-              s == "thread" and w and w.cs and x.cs > w.cs and (" Thread mode switches context %.1f"
+              s:match "^thread" and w and w.cs and x.cs > w.cs and (" Thread mode switches context %.1f"
                 .. " times per request against worker mode's %.1f: each call is handed to a pool"
                 .. " thread and its answer back to the event loop, and the extra nginx CPU (%s µs"
                 .. " against worker mode's %s) is those hand-offs."):format(x.cs, w.cs, num(x.nginx),
