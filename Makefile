@@ -81,7 +81,7 @@ INTERPS ?= lua5.4
 test-citus: deps
 	@$(MAKE) -s LUA=lua5.4 all
 	@$(MAKE) -s LUA=luajit all
-	@TDB_INTEROP=$(CURDIR)/$(INTEROP) scripts/citus run scripts/run-specs $(INTERPS)
+	@TDB_INTEROP=$(abspath $(INTEROP)) scripts/citus run scripts/run-specs $(INTERPS)
 
 # The whole suite through PgBouncer in transaction mode, prepare off
 # (scripts/pgbouncer): what Neon's pooled endpoint is.
@@ -178,4 +178,4 @@ interop: deps
 	@cmp -s interop/package-lock.json $(INTEROP)/package-lock.json && [ -d $(INTEROP)/node_modules ] || \
 	  { cp interop/package.json interop/package-lock.json $(INTEROP)/ && \
 	    cd $(INTEROP) && npm ci --no-audit --no-fund --loglevel=error; }
-	@TDB_INTEROP=$(CURDIR)/$(INTEROP) SPECS="spec/81-betterauth_spec.lua spec/82-betterauth_nginx_spec.lua" scripts/run-specs lua5.4 luajit
+	@TDB_INTEROP=$(abspath $(INTEROP)) SPECS="spec/81-betterauth_spec.lua spec/82-betterauth_nginx_spec.lua" scripts/run-specs lua5.4 luajit

@@ -82,7 +82,8 @@ out[#out + 1] = ("Batch of 10 / one call: **%.2f×** (target ≤ 2×: %s). 10 se
   r2, r2 >= 5 and "met" or "missed")
 out[#out + 1] = ""
 out[#out + 1] = "A batch saves round trips, not server work: the server still runs every "
-  .. "operation's statement (update, trigger, RETURNING) plus BEGIN/SET LOCAL/COMMIT. The ≤ 2× "
+  .. "operation's statement (the update and its RETURNING) plus the transaction's BEGIN, row-level "
+  .. "security setting and COMMIT. The ≤ 2× "
   .. "target holds where a round trip costs more than ten operations' server work (a network "
   .. "between client and server); over a unix socket the server work dominates. The variants "
   .. "that let a missing id abort the batch on the server (a CTE with a division by zero) add "

@@ -54,7 +54,7 @@ int tdb_check_id(lua_State *L, int idx, const char *what, long long *out) {
 
 int tdb_check_int_field(lua_State *L, int arg, const char *field, int strings,
                         long long lo, long long hi, long long *out) {
-  long long v;
+  long long v = 0;              /* set by read_integer when it returns 1 */
   int k = 1;
   lua_getfield(L, arg, field);
   if (!lua_isnil(L, -1)) {
