@@ -188,8 +188,9 @@ static void format_utc(long long us, char *out) {
 
 void tdb_get_time(const PGresult *r, int row, int col, char *out) {
   const char *v = PQgetvalue(r, row, col);
-  size_t n = (size_t)PQgetlength(r, row, col);
+  size_t n;
   if (PQfformat(r, col) == 1) { format_utc(be8(v), out); return; }
+  n = (size_t)PQgetlength(r, row, col);
   if (PQftype(r, col) == OID_TIMESTAMPTZ && iso_utc(v, out)) return;
   if (n >= TDB_TIME_BUF) n = TDB_TIME_BUF - 1;       /* already text */
   memcpy(out, v, n);

@@ -4,18 +4,22 @@
 #include <string.h>
 #include "tdb.h"
 
-char *tdb_copy_str(tdb_Str *out, char *at, const PGresult *r, int row, int col) {
-  size_t n = (size_t)PQgetlength(r, row, col);
-  if (PQgetisnull(r, row, col)) { out->s = NULL; out->n = 0; return at; }
-  memcpy(at, PQgetvalue(r, row, col), n);
-  at[n] = '\0';
-  out->s = at;
-  out->n = n;
-  return at + n + 1;
+tdb_Str tdb_field_str(const PGresult *r, int row, int col) {
+  tdb_Str v = { NULL, 0 };
+  if (!PQgetisnull(r, row, col)) {
+    v.s = PQgetvalue(r, row, col);
+    v.n = (size_t)PQgetlength(r, row, col);
+  }
+  return v;
 }
 
-size_t tdb_str_size(const PGresult *r, int row, int col) {
-  return PQgetisnull(r, row, col) ? 0 : (size_t)PQgetlength(r, row, col) + 1;
+char *tdb_copy_str(tdb_Str *out, char *at, tdb_Str v) {
+  if (!v.s) { out->s = NULL; out->n = 0; return at; }
+  memcpy(at, v.s, v.n);
+  at[v.n] = '\0';
+  out->s = at;
+  out->n = v.n;
+  return at + v.n + 1;
 }
 
 /* Pushes field f of object o (nil for an absent string). */

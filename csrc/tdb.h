@@ -323,11 +323,14 @@ typedef struct tdb_Class {
 /* Registers the class's metatable: __index (fields, to_table), __newindex,
  * __eq, __tostring. */
 void tdb_class_open(lua_State *L, const tdb_Class *k);
-/* Bytes that field (row, col) takes in an object's trailing text (0 for NULL). */
-size_t tdb_str_size(const PGresult *r, int row, int col);
-/* Copies field (row, col) to at (NUL-terminated) and points out at it;
- * returns where the next one goes. NULL leaves out->s NULL. */
-char *tdb_copy_str(tdb_Str *out, char *at, const PGresult *r, int row, int col);
+/* Field (row, col) as it lies in the result (s NULL for NULL): read once,
+ * then sized (TDB_STR_SIZE) and copied (tdb_copy_str). */
+tdb_Str tdb_field_str(const PGresult *r, int row, int col);
+/* Bytes that v takes in an object's trailing text (0 for NULL). */
+#define TDB_STR_SIZE(v) ((v).s ? (v).n + 1 : 0)
+/* Copies v to at (NUL-terminated) and points out at it; returns where the
+ * next one goes. NULL leaves out->s NULL. */
+char *tdb_copy_str(tdb_Str *out, char *at, tdb_Str v);
 extern const tdb_Class tdb_todo_class, tdb_user_class;
 
 /* JSON straight from a result (the *_json methods) ------------------------- */

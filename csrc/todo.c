@@ -37,13 +37,15 @@ const tdb_Class tdb_todo_class = {
 
 /* Row `row` of a result with TODO_COLS as a Todo. */
 void tdb_push_todo(lua_State *L, const PGresult *r, int row) {
-  size_t text = tdb_str_size(r, row, TDB_TODO_TITLE) + tdb_str_size(r, row, TDB_TODO_DESCRIPTION);
-  tdb_Todo *t = tdb_newudata(L, offsetof(tdb_Todo, text) + text);
+  tdb_Str title = tdb_field_str(r, row, TDB_TODO_TITLE);
+  tdb_Str description = tdb_field_str(r, row, TDB_TODO_DESCRIPTION);
+  tdb_Todo *t = tdb_newudata(L, offsetof(tdb_Todo, text) + TDB_STR_SIZE(title)
+                                + TDB_STR_SIZE(description));
   char *at = t->text;
   t->id = tdb_get_int8(r, row, TDB_TODO_ID);
   t->user_id = tdb_get_int8(r, row, TDB_TODO_USER_ID);
-  at = tdb_copy_str(&t->title, at, r, row, TDB_TODO_TITLE);
-  (void)tdb_copy_str(&t->description, at, r, row, TDB_TODO_DESCRIPTION);
+  at = tdb_copy_str(&t->title, at, title);
+  (void)tdb_copy_str(&t->description, at, description);
   t->completed = tdb_get_bool(r, row, TDB_TODO_COMPLETED);
   tdb_get_time(r, row, TDB_TODO_CREATED_AT, t->created_at);
   tdb_get_time(r, row, TDB_TODO_UPDATED_AT, t->updated_at);
