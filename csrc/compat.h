@@ -13,6 +13,7 @@
 #  define TDB_HAS_CLOSE 0
 #  define TDB_HAS_INT64 0
 #  define tdb_newudata(L, sz) lua_newuserdata((L), (sz))
+#  define tdb_newobject(L, sz) lua_newuserdata((L), (sz))
 #  define tdb_rawlen(L, i) lua_objlen((L), (i))
 #  define tdb_getuservalue(L, i) lua_getfenv((L), (i))
 #  define tdb_setuservalue(L, i) lua_setfenv((L), (i))
@@ -20,6 +21,8 @@
 #  define TDB_HAS_CLOSE 1
 #  define TDB_HAS_INT64 1
 #  define tdb_newudata(L, sz) lua_newuserdatauv((L), (sz), 1)
+/* Row objects (Todo, User) keep nothing in a user value. */
+#  define tdb_newobject(L, sz) lua_newuserdatauv((L), (sz), 0)
 #  define tdb_rawlen(L, i) lua_rawlen((L), (i))
 #  define tdb_getuservalue(L, i) ((void)lua_getiuservalue((L), (i), 1))
 #  define tdb_setuservalue(L, i) ((void)lua_setiuservalue((L), (i), 1))

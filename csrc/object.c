@@ -146,8 +146,17 @@ static void set_method(lua_State *L, const tdb_Class *k, const char *name,
   lua_setfield(L, -2, name);
 }
 
+void tdb_set_class(lua_State *L, const tdb_Class *k) {
+  lua_pushlightuserdata(L, (void *)k);
+  lua_rawget(L, LUA_REGISTRYINDEX);
+  lua_setmetatable(L, -2);
+}
+
 void tdb_class_open(lua_State *L, const tdb_Class *k) {
   luaL_newmetatable(L, k->name);
+  lua_pushlightuserdata(L, (void *)k);        /* also under k's address (tdb_set_class) */
+  lua_pushvalue(L, -2);
+  lua_rawset(L, LUA_REGISTRYINDEX);
   lua_pushlightuserdata(L, (void *)k);
   lua_pushlightuserdata(L, (void *)k);
   lua_pushcclosure(L, object_to_table, 1);

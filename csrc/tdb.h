@@ -321,8 +321,11 @@ typedef struct tdb_Class {
   void (*push)(lua_State *L, const PGresult *r, int row);
 } tdb_Class;
 /* Registers the class's metatable: __index (fields, to_table), __newindex,
- * __eq, __tostring. */
+ * __eq, __tostring; in the registry under its name and under k's address. */
 void tdb_class_open(lua_State *L, const tdb_Class *k);
+/* Sets the metatable of class k on the object on top of the stack: one raw
+ * lookup by address (luaL_setmetatable finds it by name). */
+void tdb_set_class(lua_State *L, const tdb_Class *k);
 /* Field (row, col) as it lies in the result (s NULL for NULL): read once,
  * then sized (TDB_STR_SIZE) and copied (tdb_copy_str). */
 tdb_Str tdb_field_str(const PGresult *r, int row, int col);

@@ -39,7 +39,7 @@ const tdb_Class tdb_todo_class = {
 void tdb_push_todo(lua_State *L, const PGresult *r, int row) {
   tdb_Str title = tdb_field_str(r, row, TDB_TODO_TITLE);
   tdb_Str description = tdb_field_str(r, row, TDB_TODO_DESCRIPTION);
-  tdb_Todo *t = tdb_newudata(L, offsetof(tdb_Todo, text) + TDB_STR_SIZE(title)
+  tdb_Todo *t = tdb_newobject(L, offsetof(tdb_Todo, text) + TDB_STR_SIZE(title)
                                 + TDB_STR_SIZE(description));
   char *at = t->text;
   t->id = tdb_get_int8(r, row, TDB_TODO_ID);
@@ -49,7 +49,7 @@ void tdb_push_todo(lua_State *L, const PGresult *r, int row) {
   t->completed = tdb_get_bool(r, row, TDB_TODO_COMPLETED);
   tdb_get_time(r, row, TDB_TODO_CREATED_AT, t->created_at);
   tdb_get_time(r, row, TDB_TODO_UPDATED_AT, t->updated_at);
-  luaL_setmetatable(L, TDB_TODO_MT);
+  tdb_set_class(L, &tdb_todo_class);
 }
 
 void tdb_todo_open(lua_State *L) {

@@ -40,12 +40,12 @@ const tdb_Class tdb_user_class = {
 
 void tdb_push_user(lua_State *L, const PGresult *r, int row) {
   tdb_Str email = tdb_field_str(r, row, TDB_USER_EMAIL);
-  tdb_User *u = tdb_newudata(L, offsetof(tdb_User, text) + TDB_STR_SIZE(email));
+  tdb_User *u = tdb_newobject(L, offsetof(tdb_User, text) + TDB_STR_SIZE(email));
   u->id = tdb_get_int8(r, row, TDB_USER_ID);
   (void)tdb_copy_str(&u->email, u->text, email);
   tdb_get_time(r, row, TDB_USER_CREATED_AT, u->created_at);
   tdb_get_time(r, row, TDB_USER_UPDATED_AT, u->updated_at);
-  luaL_setmetatable(L, TDB_USER_MT);
+  tdb_set_class(L, &tdb_user_class);
 }
 
 int tdb_check_user_id(lua_State *L, int idx, long long *out) {
