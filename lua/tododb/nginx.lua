@@ -294,10 +294,11 @@ end
 -- up the database calls. Database calls are bounded well below the pool
 -- size because more of them at once than CPU cores, on a database on the
 -- same host, queue in the kernel's run queue instead of in this FIFO: the
--- median barely moves but the tail grows with them (get by id, 2 workers,
--- 16 connections, 2 cores: p99 20-60 ms at 1 call per worker, 300-800 ms
--- at 4, over 1 s at 8). More help only when the round trip is long (a
--- database across a network).
+-- median barely moves but the tail grows with them (2 workers, 16
+-- connections, 2 cores, quiet: p99 8-14 ms at 1 call per worker, 20-44 ms
+-- at 2 for 8-24 % more requests/s; get by id under load: 300-800 ms at 4,
+-- over 1 s at 8). More help only when the round trip is long (a database
+-- across a network).
 local HASHING = { register = true, login = true }
 local semaphores               -- { db =, hash = }, made on first use
 
