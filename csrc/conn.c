@@ -683,7 +683,7 @@ static void push_param(lua_State *L, int i) {
     case LUA_TNUMBER: {
       long long v;
       char buf[32];
-      if (tdb_to_int64(L, i, &v)) snprintf(buf, sizeof buf, "%lld", v);
+      if (tdb_to_int64(L, i, &v)) (void)tdb_int8_text(buf, v);
       else snprintf(buf, sizeof buf, "%.17g", (double)lua_tonumber(L, i));
       lua_pushstring(L, buf);
       return;

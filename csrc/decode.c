@@ -183,7 +183,7 @@ static void format_utc(long long us, char *out) {
   secs = (unsigned)(t / 1000000);
   days += 10957;                                            /* 2000 -> 1970 */
   if (!put_iso(out, (long)days, secs, (unsigned)(t - (long long)secs * 1000000)))
-    memcpy(out, us < 0 ? "-infinity" : "infinity", us < 0 ? 10 : 9);
+    strcpy(out, us < 0 ? "-infinity" : "infinity");
 }
 
 void tdb_get_time(const PGresult *r, int row, int col, char *out) {

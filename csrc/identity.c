@@ -111,11 +111,11 @@ static int identity_provision(lua_State *L) {
  * subject): its result, or NULL with nil, err pushed. */
 static PGresult *identity_run(lua_State *L, int id) {
   tdb_Conn *c = tdb_check_conn(L, 1);
-  char uid[24];
+  char uid[TDB_INT8_BUF];
   const char *vals[3] = { NULL, NULL, uid };
   long long v;
   if (tdb_check_user_id(L, 2, &v)) return NULL;
-  snprintf(uid, sizeof uid, "%lld", v);
+  (void)tdb_int8_text(uid, v);
   if (check_part(L, 3, 3, "issuer", ISSUER_MAX, &vals[0])
       || check_part(L, 4, 4, "subject", SUBJECT_MAX, &vals[1])) return NULL;
   return tdb_run(L, c, NULL, id, vals);

@@ -92,8 +92,8 @@ static int object_eq(lua_State *L) {
 static int object_tostring(lua_State *L) {
   const tdb_Class *k = class_of(L);
   const char *o = luaL_checkudata(L, 1, k->name);
-  char id[24];
-  snprintf(id, sizeof id, "%lld", *(const long long *)(const void *)(o + k->fields[0].offset));
+  char id[TDB_INT8_BUF];
+  (void)tdb_int8_text(id, *(const long long *)(const void *)(o + k->fields[0].offset));
   k->tostring(L, o, id);
   return 1;
 }

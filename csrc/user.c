@@ -195,8 +195,8 @@ static int user_authenticate(lua_State *L) {
   tdb_push_user(L, r, i);
   if (tdb_password_needs_rehash(c, PQgetvalue(r, i, TDB_USER_HASH)) && tdb_password_hash(c, pw, pwn, hash)) {
     PGresult *u;
-    char id[24];
-    snprintf(id, sizeof id, "%lld", tdb_get_int8(r, i, TDB_USER_ID));
+    char id[TDB_INT8_BUF];
+    (void)tdb_int8_text(id, tdb_get_int8(r, i, TDB_USER_ID));
     vals[0] = id;
     vals[1] = hash;
     vals[2] = PQgetvalue(r, i, TDB_USER_HASH);
@@ -299,7 +299,7 @@ static int user_delete(lua_State *L) {
 static int user_list(lua_State *L) {
   tdb_Conn *c = tdb_check_conn(L, 1);
   long long after = 0, limit = 100;
-  char a[24], l[24];
+  char a[TDB_INT8_BUF], l[TDB_INT8_BUF];
   const char *vals[2] = { a, l };
   PGresult *r;
   if (!lua_isnoneornil(L, 2)) {
@@ -308,8 +308,8 @@ static int user_list(lua_State *L) {
         || tdb_check_int_field(L, 2, "limit", 1, 1, LIST_MAX, &limit))
       return 2;
   }
-  snprintf(a, sizeof a, "%lld", after);
-  snprintf(l, sizeof l, "%lld", limit);
+  (void)tdb_int8_text(a, after);
+  (void)tdb_int8_text(l, limit);
   if ((r = tdb_run(L, c, NULL, TDB_SQL_USER_LIST, vals)) == NULL) return 2;
   lua_createtable(L, PQntuples(r), 0);
   for (int i = 0; i < PQntuples(r); i++) {
