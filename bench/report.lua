@@ -93,35 +93,31 @@ local function median(t)
   local n = #t
   return n % 2 == 1 and t[(n + 1) / 2] or (t[n / 2] + t[n / 2 + 1]) / 2
 end
--- ops/s of impl over base's (p50: latency of impl over base's). With several
--- rounds, the median of the per-round ratios: round r of both ran back to
--- back, under the same load.
-local function paired(runs, impl, base, w, field)
+-- ops/s of impl over base's (p50: latency of impl over base's), one ratio per
+-- round in round order: round r of both ran back to back, under the same load.
+local function per_round(runs, impl, base, w, field)
   local a, b = runs[impl] and runs[impl][w], runs[base] and runs[base][w]
-  if not a or not b or w == "mixed" then return nil end
-  local by, t = {}, {}
-  for _, x in ipairs(b) do by[x.round] = x end
-  for _, x in ipairs(a) do
-    local y = by[x.round]
-    if y then
-      t[#t + 1] = field == "p50" and x.p50 / y.p50 or (x.ops / x.secs) / (y.ops / y.secs)
-    end
-  end
-  return #t > 0 and median(t) or nil
-end
--- The per-round ratios of ops/s, in round order: "0.84, 0.86, 0.88".
-local function round_ratios(impl, base, w)
-  local a, b = raw[impl] and raw[impl][w], raw[base] and raw[base][w]
-  local by, t = {}, {}
-  for _, y in ipairs(b or {}) do by[y.round] = y end
-  local rs = {}
-  for _, x in ipairs(a or {}) do rs[#rs + 1] = x end
+  if not a or not b or w == "mixed" then return {} end
+  local by, rs, t = {}, {}, {}
+  for _, y in ipairs(b) do by[y.round] = y end
+  for _, x in ipairs(a) do if by[x.round] then rs[#rs + 1] = x end end
   table.sort(rs, function(x, y) return x.round < y.round end)
   for _, x in ipairs(rs) do
     local y = by[x.round]
-    if y then t[#t + 1] = ("%.2f"):format((x.ops / x.secs) / (y.ops / y.secs)) end
+    t[#t + 1] = field == "p50" and x.p50 / y.p50 or (x.ops / x.secs) / (y.ops / y.secs)
   end
-  return table.concat(t, ", ")
+  return t
+end
+-- With several rounds, the median of the per-round ratios.
+local function paired(runs, impl, base, w, field)
+  local t = per_round(runs, impl, base, w, field)
+  return #t > 0 and median { table.unpack(t) } or nil
+end
+-- The per-round ratios of ops/s as text: "0.84, 0.86, 0.88".
+local function listed(t)
+  local out = {}
+  for i, v in ipairs(t) do out[i] = ("%.2f"):format(v) end
+  return table.concat(out, ", ")
 end
 local function vs(impl, base, w)
   local x = paired(raw, impl, base, w)
@@ -323,7 +319,7 @@ if ran.ops and next(R) then
       local q = paired(raw, impl, "floor", w, "p50")
       verdict(("%s ≥ %.2f× the natural floor's ops/s (%s)"):format(WNAME[w], want, NAME[impl]),
         x and x >= want, x and ("%.2f× (median of per-round ratios %s; median round %s vs %s ops/s);"
-          .. " p50 latency %.2f×"):format(x, round_ratios(impl, "floor", w), num(a.rate), num(b.rate),
+          .. " p50 latency %.2f×"):format(x, listed(per_round(raw, impl, "floor", w)), num(a.rate), num(b.rate),
           q or a.p50 / b.p50) or "–",
         x and ("by %.0f%%"):format((1 - x / want) * 100))
     end
@@ -387,6 +383,8 @@ if ran.ops and next(R) then
       if x and x < want and a and b then
         local pr = prof[w]
         local r, l = pr and pr.floor, pr and pr.lua
+        local rounds = per_round(raw, impl, "floor", w)
+        local best = math.max(0, table.unpack(rounds))
         p("**Why %s (%s) reached %.2f× and not %.2f×.** One operation is one round trip of %s µs in"
           .. " the floor (median round); tododb's client spent %s µs of CPU per operation against the"
           .. " floor's %s µs%s. The per-round ratios were %s: %s",
@@ -396,17 +394,13 @@ if ran.ops and next(R) then
             :format(num(l.total), num(r.total), num(obj_ir(l, "^lua5%.4$")),
             num(obj_ir(l, "^core%.so")), obj_ir(l, "^libpq") - obj_ir(r, "^libpq"),
             obj_ir(l, "^libc") - obj_ir(r, "^libc")) or "",
-          round_ratios(impl, "floor", w),
-          (function()
-            local best = 0
-            for v in round_ratios(impl, "floor", w):gmatch "[%d.]+" do best = math.max(best, tonumber(v)) end
-            return best >= want and ("the best round met the target (%.2f×), so the miss is within the"
+          listed(rounds),
+          best >= want and ("the best round met the target (%.2f×), so the miss is within the"
               .. " spread between rounds; what tododb adds is the interpreter's share of a call (argument"
               .. " checks, the method call, building the result object), which the C loop does not have.")
               :format(best)
-              or "what remains is the interpreter's share of a call (argument checks, the method call,"
-                .. " building the result object), which the C loop does not have."
-          end)())
+            or "what remains is the interpreter's share of a call (argument checks, the method call,"
+              .. " building the result object), which the C loop does not have.")
         p ""
       end
     end
@@ -550,6 +544,7 @@ end
 -- http.tsv: server conns op round requests secs rps p50 p99 non2xx errors, then CPU
 -- per request (µs: nginx, postgres, wrk, the machine), idle %, context switches/request.
 local HR = {}                      -- HR[server][conns][op] = { run, … } (one per round)
+local any_cpu = false              -- the runs carry where the CPU went
 for l in lines "http.tsv" do
   local t = split(l)
   local s, c, op = t[1], tonumber(t[2]), t[3]
@@ -561,6 +556,10 @@ for l in lines "http.tsv" do
     nginx = tonumber(t[12]), pg = tonumber(t[13]), wrk = tonumber(t[14]), busy = tonumber(t[15]),
     idle = tonumber(t[16]), cs = tonumber(t[17]) }
   x.ok = x.non2xx + x.errors == 0
+  if x.busy then
+    x.other = math.max(0, x.busy - x.nginx - x.pg - x.wrk)
+    any_cpu = true
+  end
   table.insert(HR[s][c][op], x)
 end
 local function hruns(s, c, op) return HR[s] and HR[s][c] and HR[s][c][op] end
@@ -573,21 +572,27 @@ local function hmid(s, c, op)
   return t[math.ceil(#t / 2)]
 end
 local PGMOON = { "pgmoon1", "pgmoon4", "pgmoon16" }
+-- Server s's successful run of round r.
+local function hround(s, c, op, r)
+  for _, x in ipairs(hruns(s, c, op) or {}) do
+    if x.round == r and x.ok then return x end
+  end
+end
 -- pgmoon's best run of round r (by requests/s).
 local function hbest(c, op, r)
   local b
   for _, s in ipairs(PGMOON) do
-    for _, x in ipairs(hruns(s, c, op) or {}) do
-      if x.round == r and x.ok and (not b or x.rps > b.rps) then b = x end
-    end
+    local x = hround(s, c, op, r)
+    if x and (not b or x.rps > b.rps) then b = x end
   end
   return b
 end
--- The median over rounds of f(tododb's run, pgmoon's best run of the same round).
-local function hratio(s, c, op, f)
+-- The median over rounds of f(tododb's run, the baseline's run of the same
+-- round): base(c, op, round), pgmoon's best run by default.
+local function hratio(s, c, op, f, base)
   local t = {}
   for _, x in ipairs(hruns(s, c, op) or {}) do
-    local b = hbest(c, op, x.round)
+    local b = (base or hbest)(c, op, x.round)
     if b and x.ok then t[#t + 1] = f(x, b) end
   end
   return #t > 0 and median(t) or nil
@@ -641,19 +646,12 @@ if ran.http and next(HR) then
         local x = hmid(s, c, op)
         if x then
           local bad = not x.ok and (" (%d non-2xx, %d socket errors)"):format(x.non2xx, x.errors) or ""
-          local mine = s == "thread" or s == "thread2" or s == "worker"
-          local eq = mine and HR.pgmoon1 and (function()
-            local t = {}
-            for _, y in ipairs(hruns(s, c, op)) do
-              for _, z in ipairs(hruns("pgmoon1", c, op) or {}) do
-                if z.round == y.round and y.ok and z.ok then t[#t + 1] = y.rps / z.rps end
-              end
-            end
-            return #t > 0 and median(t) or nil
-          end)()
+          local mine = not s:match "^pgmoon"
+          local rps = function(y, b) return y.rps / b.rps end
           p("| %s | %d | %s%s | %s | %s | %s | %s | %s | %s |", ONAME[op], c, SNAME[s], bad, num(x.rps),
-            ms(x.p50), ms(x.p99), mine and ratio(eq) or "",
-            mine and ratio(hratio(s, c, op, function(y, b) return y.rps / b.rps end)) or "",
+            ms(x.p50), ms(x.p99),
+            mine and ratio(hratio(s, c, op, rps, function(...) return hround("pgmoon1", ...) end)) or "",
+            mine and ratio(hratio(s, c, op, rps)) or "",
             mine and ratio(hratio(s, c, op, function(y, b) return y.p99 / b.p99 end)) or "")
           console[#console + 1] = ("http %-6s c%-3d %-9s %9s rps  p50 %7s  p99 %7s%s"):format(op, c, s,
             num(x.rps), ms(x.p50), ms(x.p99), bad)
@@ -663,10 +661,6 @@ if ran.http and next(HR) then
   end
   p ""
   -- Where the CPU went: per request, in each server's median round.
-  local any_cpu = false
-  for _, byc in pairs(HR) do for _, byop in pairs(byc) do for _, runs in pairs(byop) do
-    if runs[1] and runs[1].busy then any_cpu = true end
-  end end end
   if any_cpu then
     p "### Where the CPU goes"
     p ""
@@ -687,7 +681,7 @@ if ran.http and next(HR) then
           local x = hmid(s, c, op)
           if x and x.busy then
             p("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s %% | %s |", ONAME[op], c, SNAME[s], num(x.rps),
-              num(x.nginx), num(x.pg), num(x.wrk), num(math.max(0, x.busy - x.nginx - x.pg - x.wrk)),
+              num(x.nginx), num(x.pg), num(x.wrk), num(x.other),
               num(x.busy), num(x.idle, 1), num(x.cs, 1))
           end
         end
@@ -733,7 +727,6 @@ if ran.http and next(HR) then
           local r = hratio(s, c, op, function(y, e) return y.rps / e.rps end)
           if r and r < HTARGET[op] and x.busy and b and b.busy then
             local w = hmid("worker", c, op)
-            local other = x.busy - x.nginx - x.pg - x.wrk
             p("**Why %s at %d connections, %s, reached %.2f× and not %.1f×.** %s It used %s µs of CPU"
               .. " per request (nginx %s, PostgreSQL %s, wrk %s) against pgmoon's %s µs (%s: nginx %s,"
               .. " PostgreSQL %s, wrk %s); a run bound by the cores needs at most %s µs per request for"
@@ -746,8 +739,8 @@ if ran.http and next(HR) then
                   .. " something other than the CPU."):format(x.idle, b.idle),
               num(x.busy), num(x.nginx), num(x.pg), num(x.wrk), num(b.busy), SNAME[bs], num(b.nginx),
               num(b.pg), num(b.wrk), num(b.busy / HTARGET[op]),
-              other > 0.1 * x.busy and (" Processes outside the benchmark took %s µs per request of"
-                .. " it."):format(num(other)) or "",
+              x.other > 0.1 * x.busy and (" Processes outside the benchmark took %s µs per request of"
+                .. " it."):format(num(x.other)) or "",
               s:match "^thread" and w and w.cs and x.cs > w.cs and (" Thread mode switches context %.1f"
                 .. " times per request against worker mode's %.1f: each call is handed to a pool"
                 .. " thread and its answer back to the event loop, and the extra nginx CPU (%s µs"
